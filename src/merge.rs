@@ -1,0 +1,238 @@
+//! The join: `Merge` and what a merge reports.
+
+use core::ops::BitOrAssign;
+
+/// The join of a join-semilattice: `a.merge(&b)` makes `a` the least upper bound of
+/// `a` and `b`.
+///
+/// Every implementation is commutative (`a ⊔ b = b ⊔ a`), associative and idempotent
+/// (`a ⊔ a = a`), so a message may be duplicated, reordered, delayed or replayed and
+/// every replica still ends with the same state. `Default` is the bottom where a type
+/// has one.
+///
+/// Implemented for [`Lww`](crate::Lww), [`LwwMap`](crate::LwwMap),
+/// [`Lease`](crate::Lease), `Option<T>` (with `None` as the bottom) and tuples of up to
+/// six. An application struct of these gets its implementation field by field from
+/// [`impl_merge!`](crate::impl_merge) in one line.
+///
+/// ```
+/// use replisync::{Hlc, Lww, Merge, SourceId};
+///
+/// let mut hlc = Hlc::default();
+/// let (a_id, b_id) = (SourceId::from_u128(1), SourceId::from_u128(2));
+/// let mut a = Lww::new();
+/// let mut b = Lww::new();
+/// a.set(1, &mut hlc.writer(a_id, 100));
+/// b.set(2, &mut hlc.writer(b_id, 100));
+///
+/// let mut ab = a.clone();
+/// assert!(ab.merge(&b).changed());
+/// let mut ba = b.clone();
+/// let _ = ba.merge(&a);
+/// assert_eq!(ab, ba);
+/// assert!(!ab.merge(&b).changed(), "merging again changes nothing");
+/// ```
+pub trait Merge {
+    /// Joins `other` into `self` and says what changed.
+    fn merge(&mut self, other: &Self) -> Merged;
+}
+
+/// What one [`Merge::merge`] did: which fields changed, and how many conflicts it met.
+///
+/// A conflict is two different values under one identical [`Stamp`](crate::Stamp):
+/// it cannot happen between honest replicas with distinct source ids, so it points at
+/// a reused source id or a corrupted peer. Every replica resolves it the same way (the
+/// greater value wins) and the merge counts it, so it is reported, never hidden.
+///
+/// The changed mask has a bit per field of a struct merged by
+/// [`impl_merge!`](crate::impl_merge) (bit `i` for field `i`, the 64th and later fields
+/// sharing bit 63), and bit 0 for a single register or map.
+///
+/// ```
+/// use replisync::Merged;
+///
+/// let mut m = Merged::NONE;
+/// assert!(!m.changed());
+/// m |= Merged::CHANGED;
+/// assert!(m.changed());
+/// assert_eq!(m.conflicts(), 0);
+/// ```
+#[must_use = "a merge says whether anything changed and whether it met a conflict"]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Merged {
+    changed: u64,
+    conflicts: u32,
+}
+
+impl Merged {
+    /// Nothing changed.
+    pub const NONE: Merged = Merged {
+        changed: 0,
+        conflicts: 0,
+    };
+    /// Something changed (bit 0).
+    pub const CHANGED: Merged = Merged {
+        changed: 1,
+        conflicts: 0,
+    };
+
+    /// Whether the merge changed the target.
+    pub const fn changed(&self) -> bool {
+        self.changed != 0
+    }
+
+    /// The changed fields as a bit mask.
+    pub const fn changed_mask(&self) -> u64 {
+        self.changed
+    }
+
+    /// How many conflicts (different values under one identical stamp) the merge met.
+    pub const fn conflicts(&self) -> u32 {
+        self.conflicts
+    }
+
+    /// This result with one more conflict counted.
+    pub const fn with_conflict(self) -> Merged {
+        Merged {
+            changed: self.changed,
+            conflicts: self.conflicts.saturating_add(1),
+        }
+    }
+
+    /// This result with `inner`, the merge of field `index`, folded in: any change in
+    /// `inner` sets bit `index` (bit 63 for 63 and above); its conflicts add up.
+    pub const fn with_field(self, index: u32, inner: Merged) -> Merged {
+        let bit = if index > 63 { 63 } else { index };
+        Merged {
+            changed: self.changed | ((inner.changed() as u64) << bit),
+            conflicts: self.conflicts.saturating_add(inner.conflicts),
+        }
+    }
+
+    /// The names of the changed fields, given the field names of the merged type
+    /// (see [`Fields`]).
+    pub fn changed_fields<'a>(&self, names: &'a [&'a str]) -> impl Iterator<Item = &'a str> + 'a {
+        let mask = self.changed;
+        names
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| mask & (1u64 << (*i).min(63)) != 0)
+            .map(|(_, name)| *name)
+    }
+}
+
+impl BitOrAssign for Merged {
+    fn bitor_assign(&mut self, rhs: Merged) {
+        self.changed |= rhs.changed;
+        self.conflicts = self.conflicts.saturating_add(rhs.conflicts);
+    }
+}
+
+/// The field names of a struct merged field by field, in field order: bit `i` of
+/// [`Merged::changed_mask`] stands for `FIELDS[i]`. Implemented by
+/// [`impl_merge!`](crate::impl_merge).
+pub trait Fields {
+    /// The field names, in declaration order as given to `impl_merge!`.
+    const FIELDS: &'static [&'static str];
+}
+
+/// Implements [`Merge`] (and [`Fields`]) for a struct whose fields all implement
+/// [`Merge`], merging field by field.
+///
+/// ```
+/// use replisync::{impl_merge, Fields, Hlc, Lease, Lww, LwwMap, Merge, SourceId};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// struct Session {
+///     deadline_ms: Lww<u64>,
+///     tabs: LwwMap<String, u32>,
+///     lease: Option<Lease>,
+/// }
+/// impl_merge!(Session { deadline_ms, tabs, lease });
+///
+/// let mut hlc = Hlc::default();
+/// let mut w = hlc.writer(SourceId::from_u128(1), 1_000);
+/// let delta = Session { deadline_ms: Lww::new().write(60_000, &mut w), ..Default::default() };
+/// let mut state = Session::default();
+/// let merged = state.merge(&delta);
+/// assert_eq!(merged.changed_fields(Session::FIELDS).collect::<Vec<_>>(), ["deadline_ms"]);
+/// assert_eq!(state.deadline_ms.get(), Some(&60_000));
+/// ```
+#[macro_export]
+macro_rules! impl_merge {
+    ($ty:ty { $($field:ident),+ $(,)? }) => {
+        impl $crate::Merge for $ty {
+            fn merge(&mut self, other: &Self) -> $crate::Merged {
+                let mut merged = $crate::Merged::NONE;
+                let mut index: u32 = 0;
+                $(
+                    merged = merged.with_field(
+                        index,
+                        $crate::Merge::merge(&mut self.$field, &other.$field),
+                    );
+                    index += 1;
+                )+
+                let _ = index;
+                merged
+            }
+        }
+
+        impl $crate::Fields for $ty {
+            const FIELDS: &'static [&'static str] = &[$(stringify!($field)),+];
+        }
+    };
+}
+
+impl<T: Merge + Clone> Merge for Option<T> {
+    fn merge(&mut self, other: &Self) -> Merged {
+        match (self.as_mut(), other) {
+            (_, None) => Merged::NONE,
+            (Some(mine), Some(theirs)) => mine.merge(theirs),
+            (None, Some(theirs)) => {
+                *self = Some(theirs.clone());
+                Merged::CHANGED
+            }
+        }
+    }
+}
+
+macro_rules! tuple_merge {
+    ($($name:ident $index:tt),+) => {
+        impl<$($name: Merge),+> Merge for ($($name,)+) {
+            fn merge(&mut self, other: &Self) -> Merged {
+                Merged::NONE$(.with_field($index, self.$index.merge(&other.$index)))+
+            }
+        }
+    };
+}
+
+tuple_merge!(A 0);
+tuple_merge!(A 0, B 1);
+tuple_merge!(A 0, B 1, C 2);
+tuple_merge!(A 0, B 1, C 2, D 3);
+tuple_merge!(A 0, B 1, C 2, D 3, E 4);
+tuple_merge!(A 0, B 1, C 2, D 3, E 4, F 5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_bits_saturate_at_63() {
+        let m = Merged::NONE.with_field(70, Merged::CHANGED);
+        assert_eq!(m.changed_mask(), 1 << 63);
+        let m = Merged::NONE.with_field(2, Merged::NONE.with_conflict());
+        assert!(!m.changed());
+        assert_eq!(m.conflicts(), 1);
+    }
+
+    #[test]
+    fn changed_fields_names_the_set_bits() {
+        let m = Merged::NONE
+            .with_field(0, Merged::CHANGED)
+            .with_field(2, Merged::CHANGED);
+        let names: Vec<_> = m.changed_fields(&["a", "b", "c"]).collect();
+        assert_eq!(names, ["a", "c"]);
+    }
+}
