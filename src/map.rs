@@ -259,6 +259,21 @@ impl<K: Ord + Clone, V: Clone + Ord> Merge for LwwMap<K, V> {
     }
 }
 
+impl<K: Ord + Clone, V: Clone + Ord> FromIterator<(K, Lww<V>)> for LwwMap<K, V> {
+    /// A map of the given registers; a key given twice keeps the merge of both.
+    fn from_iter<I: IntoIterator<Item = (K, Lww<V>)>>(iter: I) -> Self {
+        let mut map = LwwMap::new();
+        for (key, reg) in iter {
+            if reg.is_bottom() {
+                continue;
+            }
+            let mine = map.entries.entry(key).or_insert_with(Lww::new);
+            let _ = Self::merge_one(&mut map.live, mine, &reg);
+        }
+        map
+    }
+}
+
 impl<K: Serialize, V: Serialize> Serialize for LwwMap<K, V> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.entries.serialize(serializer)
