@@ -73,7 +73,7 @@ fn register(c: &mut Criterion) {
             || older.clone(),
             |regs| {
                 for (mine, theirs) in regs.iter_mut().zip(&newer) {
-                    black_box(mine.merge(theirs));
+                    let _ = black_box(mine.merge(theirs));
                 }
             },
             BatchSize::SmallInput,
@@ -83,7 +83,7 @@ fn register(c: &mut Criterion) {
         let mut regs = newer.clone();
         bench.iter(|| {
             for (mine, theirs) in regs.iter_mut().zip(&older) {
-                black_box(mine.merge(theirs));
+                let _ = black_box(mine.merge(theirs));
             }
         })
     });

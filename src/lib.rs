@@ -57,24 +57,46 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod authority;
+mod bundle;
 mod clock;
+mod config;
+mod event;
 mod hlc;
 mod lease;
 mod lww;
 mod map;
 mod merge;
+mod replica;
 mod source;
 mod stamp;
+mod store;
+mod wire;
 mod writer;
 
+pub use authority::{LeaseAuthority, MutexAuthority};
+pub use bundle::{Bundle, Request};
 #[cfg(not(target_arch = "wasm32"))]
 pub use clock::SystemClock;
 pub use clock::{Clock, ManualClock, Now};
+pub use config::{Config, ConfigError, SyncMode};
+pub use event::{Degradation, Event, LeadershipLoss, Rejection};
 pub use hlc::{ClockError, Hlc, DEFAULT_MAX_DRIFT_MS};
 pub use lease::{Lease, LeaseConfig, LeaseConfigError, LeaseError, LeaseWatch};
 pub use lww::Lww;
 pub use map::LwwMap;
 pub use merge::{Fields, Merge, Merged};
+pub use replica::{Lifecycle, Replica, Stats, WriteError};
 pub use source::SourceId;
 pub use stamp::{Stamp, TERM_SHIFT};
+pub use wire::{Codec, DecodeError, SCHEMA_VERSION};
 pub use writer::Writer;
+
+mod hub;
+mod network;
+mod rng;
+mod transport;
+
+pub use hub::{Hub, HubLink};
+pub use network::{Delivery, Faults, FaultsError, NetworkStats, NodeId, SimNetwork};
+pub use transport::Transport;

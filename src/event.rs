@@ -1,0 +1,160 @@
+//! What a replica tells its application.
+
+use crate::{DecodeError, SourceId};
+
+/// Something the application may act on, drained with
+/// [`Replica::poll_event`](crate::Replica::poll_event).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Event<R> {
+    /// The state changed (by a local write or a merge); `fields` names the bundle's
+    /// fields that changed, as given to [`impl_merge!`](crate::impl_merge).
+    Changed {
+        /// The changed fields.
+        fields: Vec<&'static str>,
+    },
+    /// This replica became the leader.
+    LeadershipGained {
+        /// Its term.
+        term: u64,
+    },
+    /// This replica stopped acting as leader.
+    LeadershipLost {
+        /// The term it held.
+        term: u64,
+        /// Why.
+        reason: LeadershipLoss,
+    },
+    /// The leader as this replica sees it changed (`None`: no one holds the lease).
+    LeaderChanged {
+        /// The new leader.
+        leader: Option<SourceId>,
+        /// Its term.
+        term: u64,
+    },
+    /// An application request reached the replica that acts on it: the leader in
+    /// leader mode, the requesting replica itself in distributed mode. Answer it by
+    /// writing.
+    Request {
+        /// The replica that asked.
+        from: SourceId,
+        /// The request.
+        request: R,
+    },
+    /// A replica was heard from for the first time (or again, after it left).
+    PeerJoined {
+        /// The peer.
+        peer: SourceId,
+    },
+    /// A replica said goodbye or went silent.
+    PeerLeft {
+        /// The peer.
+        peer: SourceId,
+        /// `true` when it said goodbye, `false` when it timed out.
+        said_goodbye: bool,
+    },
+    /// The replica works, but with less than it should.
+    Degraded {
+        /// Why.
+        reason: Degradation,
+    },
+    /// Time jumped: the machine slept or the replica was frozen.
+    SleepDetected {
+        /// How much longer than expected the gap was, in ms.
+        gap_ms: u64,
+    },
+    /// A merge met different values under one identical stamp (a reused source id or a
+    /// corrupted peer); every replica resolved them alike.
+    ConflictDetected {
+        /// The peer whose data conflicted (this replica's own id for a local write).
+        from: SourceId,
+        /// How many registers conflicted.
+        count: u32,
+    },
+    /// A message was refused.
+    MessageRejected {
+        /// Why.
+        reason: Rejection,
+    },
+}
+
+/// Why a leader stopped leading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LeadershipLoss {
+    /// It released the lease (leaving, or asked to).
+    Released,
+    /// Another replica holds a newer term.
+    Superseded {
+        /// The newer holder.
+        by: SourceId,
+        /// Its term.
+        term: u64,
+    },
+    /// It could not renew before its renew deadline.
+    RenewDeadline,
+    /// It slept; it will re-validate before acting again.
+    Slept,
+    /// The lease authority refused the renewal.
+    AuthorityRefused,
+}
+
+/// Why a replica is degraded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Degradation {
+    /// The persisted state could not be read; it is kept as it was and never
+    /// overwritten, and this replica does not persist until restarted with a readable
+    /// store.
+    StoreUnreadable(DecodeError),
+    /// A transport-specific reason (a fallback in use, say), from a driver.
+    Transport(String),
+}
+
+/// Why a message was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// The bytes did not decode.
+    Undecodable(DecodeError),
+    /// The sender's clock is further ahead than the drift bound.
+    ClockAhead {
+        /// The sender.
+        from: SourceId,
+        /// How far ahead, ms.
+        ahead_ms: u64,
+    },
+    /// A leader message of an older term than this replica knows (fencing).
+    StaleTerm {
+        /// The sender.
+        from: SourceId,
+        /// The term it carried.
+        term: u64,
+        /// The term known here.
+        known: u64,
+    },
+    /// A message of the other mode (a delta from a follower in leader mode, say).
+    WrongMode {
+        /// The sender.
+        from: SourceId,
+    },
+}
+
+impl core::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Rejection::Undecodable(e) => write!(f, "undecodable message: {e}"),
+            Rejection::ClockAhead { from, ahead_ms } => write!(
+                f,
+                "message from {from} is stamped {ahead_ms} ms ahead of the local clock, beyond the drift bound"
+            ),
+            Rejection::StaleTerm { from, term, known } => write!(
+                f,
+                "leader message from {from} of term {term} after term {known} is known (fenced)"
+            ),
+            Rejection::WrongMode { from } => {
+                write!(f, "message from {from} that only a leader may send, from a non-leader")
+            }
+        }
+    }
+}

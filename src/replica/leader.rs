@@ -1,0 +1,199 @@
+//! Leader mode: claiming, renewing, releasing and losing the lease; fencing by term.
+
+use super::{Replica, State};
+use crate::bundle::{Bundle, Request};
+use crate::wire::Body;
+use crate::{Event, LeadershipLoss, Lease, Now, SourceId, SyncMode};
+
+impl<S: Bundle, R: Request> Replica<S, R> {
+    /// Claims, renews or gives up the lease as time requires.
+    pub(super) fn lease_tick(&mut self, now: Now) {
+        if self.config.mode != SyncMode::Leader || self.left {
+            return;
+        }
+        let t = now.mono_ms;
+        let lease = self.state.lease;
+        if let Some(term) = self.leading {
+            if !self.watch.is_leader(lease.as_ref(), self.me, t) {
+                self.lose(term, LeadershipLoss::RenewDeadline, now);
+            } else if t >= self.watch.renew_at() {
+                self.renew(term, now);
+            }
+            return;
+        }
+        if t >= self.claim_not_before && self.watch.is_free(lease.as_ref(), t) {
+            self.claim(now);
+        }
+    }
+
+    /// The next moment the lease needs attention.
+    pub(super) fn lease_deadline(&self) -> Option<u64> {
+        if self.config.mode != SyncMode::Leader {
+            return None;
+        }
+        if self.leading.is_some() {
+            return Some(self.watch.renew_at().min(self.watch.renew_deadline_at()));
+        }
+        let free_at = match self.state.lease.as_ref() {
+            None => Some(0),
+            Some(l) if l.released => Some(0),
+            lease => self.watch.free_at(lease),
+        };
+        free_at.map(|t| t.max(self.claim_not_before))
+    }
+
+    fn claim(&mut self, now: Now) {
+        let mut next = Lease::acquire(
+            self.state.lease.as_ref(),
+            self.me,
+            self.config.lease.duration_ms(),
+        );
+        next.term = next.term.max(self.known_term.saturating_add(1));
+        if let Some(authority) = self.authority.as_mut() {
+            if !authority.try_acquire(self.me, next.term, next.duration_ms) {
+                // Held elsewhere (our view is behind): try again after a renew interval.
+                self.claim_not_before = now
+                    .mono_ms
+                    .saturating_add(self.config.lease.renew_interval_ms());
+                return;
+            }
+        }
+        tracing::debug!(source = %self.me, term = next.term, "lease claimed");
+        self.leading = Some(next.term);
+        self.events
+            .push_back(Event::LeadershipGained { term: next.term });
+        self.publish_lease(next, now);
+        // Requests queued while no leader was known are ours to handle now.
+        while let Some(request) = self.queued_requests.pop_front() {
+            self.events.push_back(Event::Request {
+                from: self.me,
+                request,
+            });
+        }
+    }
+
+    fn renew(&mut self, term: u64, now: Now) {
+        let Some(lease) = self.state.lease else {
+            return;
+        };
+        if let Some(authority) = self.authority.as_mut() {
+            if !authority.renew(self.me, term, lease.duration_ms) {
+                self.lose(term, LeadershipLoss::AuthorityRefused, now);
+                return;
+            }
+        }
+        match self.watch.try_renew(&lease, self.me, now.mono_ms) {
+            Ok(next) => self.publish_lease(next, now),
+            Err(_) => self.lose(term, LeadershipLoss::RenewDeadline, now),
+        }
+    }
+
+    /// Merges this replica's own new lease record and sends it.
+    fn publish_lease(&mut self, lease: Lease, now: Now) {
+        self.watch.observe(Some(&lease), now.mono_ms);
+        self.known_term = self.known_term.max(lease.term);
+        let delta = State {
+            lease: Some(lease),
+            app: S::default(),
+        };
+        self.merge_state(&delta, self.me, now);
+        self.dseq += 1;
+        let body = Body::Lease {
+            dseq: self.dseq,
+            lease,
+        };
+        self.send(body, now);
+    }
+
+    fn lose(&mut self, term: u64, reason: LeadershipLoss, now: Now) {
+        if self.leading.take().is_none() {
+            return;
+        }
+        tracing::debug!(source = %self.me, term, ?reason, "leadership lost");
+        self.events
+            .push_back(Event::LeadershipLost { term, reason });
+        // Writes made while leading still go out: they carry our term.
+        self.flush(now);
+    }
+
+    /// After any change of the lease record: observe it, fence, announce.
+    pub(super) fn lease_changed(&mut self, now: Now) {
+        let lease = self.state.lease;
+        self.watch.observe(lease.as_ref(), now.mono_ms);
+        if let Some(l) = lease {
+            self.known_term = self.known_term.max(l.term);
+            if let Some(term) = self.leading {
+                if !(l.is_held_by(self.me) && l.term == term) {
+                    let reason = if l.holder == self.me && l.released {
+                        LeadershipLoss::Released
+                    } else {
+                        LeadershipLoss::Superseded {
+                            by: l.holder,
+                            term: l.term,
+                        }
+                    };
+                    self.lose(term, reason, now);
+                }
+            }
+        }
+        let current = lease.map(|l| ((!l.released).then_some(l.holder), l.term));
+        if current.is_some() && current != self.announced {
+            self.announced = current;
+            if let Some((leader, term)) = current {
+                self.events.push_back(Event::LeaderChanged { leader, term });
+                if let Some(leader) = leader.filter(|l| *l != self.me) {
+                    while let Some(request) = self.queued_requests.pop_front() {
+                        self.send_request(leader, &request, now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a sleep: the holder stops acting until it holds a fresh grant; everyone's
+    /// view of the lease restarts, so no one takes over on stale observations.
+    pub(super) fn lease_woke(&mut self, now: Now) {
+        if self.config.mode != SyncMode::Leader {
+            return;
+        }
+        if let Some(term) = self.leading {
+            self.lose(term, LeadershipLoss::Slept, now);
+        }
+        self.watch.restart(now.mono_ms);
+    }
+
+    /// Leaving: a holder releases, so a successor takes over on the next message.
+    pub(super) fn leave_lease(&mut self, now: Now) {
+        let Some(term) = self.leading else {
+            return;
+        };
+        if let Some(lease) = self.state.lease {
+            if let Some(authority) = self.authority.as_mut() {
+                authority.release(self.me, term);
+            }
+            if let Ok(released) = self.watch.release(&lease, self.me, now.mono_ms) {
+                self.leading = None;
+                self.events.push_back(Event::LeadershipLost {
+                    term,
+                    reason: LeadershipLoss::Released,
+                });
+                self.publish_lease(released, now);
+            }
+        }
+    }
+
+    /// A peer said goodbye: if it held the lease and its release was lost, release on
+    /// its behalf (the record is the one it would have sent), so a successor need not
+    /// wait for expiry.
+    pub(super) fn holder_left(&mut self, from: SourceId, now: Now) {
+        if let Some(lease) = self.state.lease {
+            if lease.is_held_by(from) {
+                let delta = State {
+                    lease: Some(lease.released()),
+                    app: S::default(),
+                };
+                self.merge_state(&delta, from, now);
+            }
+        }
+    }
+}

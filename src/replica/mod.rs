@@ -1,0 +1,886 @@
+//! The replica: a sans-IO state machine that keeps one bundle in step with its peers.
+
+mod leader;
+mod peers;
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::bundle::{Bundle, Request};
+use crate::store::Stored;
+use crate::wire::{Body, Envelope, SCHEMA_VERSION};
+use crate::{
+    Config, ConfigError, DecodeError, Degradation, Event, Hlc, Lease, LeaseAuthority, LeaseWatch,
+    Merge, Merged, Now, Rejection, SourceId, SyncMode, Writer,
+};
+use peers::{Admit, Peers};
+
+/// What a replica syncs: the application's bundle and, in leader mode, the lease record.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct State<S> {
+    pub lease: Option<Lease>,
+    pub app: S,
+}
+
+impl<S: Merge> Merge for State<S> {
+    fn merge(&mut self, other: &Self) -> Merged {
+        // Bit 0 for the lease; the application's own field bits are reported apart.
+        Merged::NONE
+            .with_field(0, self.lease.merge(&other.lease))
+            .with_field(1, self.app.merge(&other.app))
+    }
+}
+
+/// A lifecycle signal from the environment (the page, the process).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Lifecycle {
+    /// The page was hidden; a holder keeps renewing while it can.
+    Hidden,
+    /// The page is visible again: followers re-check the leadership.
+    Visible,
+    /// The page is about to be frozen: timers will stop.
+    Freeze,
+    /// The page was resumed: like a wake from sleep, the holder re-validates and
+    /// everyone asks for a sync.
+    Resume,
+    /// The replica leaves: pending writes go out, a holder releases the lease (others
+    /// take over at once), and it says goodbye. Nothing is sent after.
+    Leave,
+}
+
+/// Why a local write was refused. Nothing of a refused write is applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// In leader mode only the leader writes; send a request instead.
+    NotLeader {
+        /// The leader, if one is known.
+        leader: Option<SourceId>,
+    },
+    /// The replica has left.
+    Left,
+    /// The delta could not be encoded with the wire codec.
+    Encode(DecodeError),
+}
+
+impl core::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            WriteError::NotLeader { leader: Some(l) } => write!(
+                f,
+                "only the leader ({l}) writes in leader mode; send a request for it instead"
+            ),
+            WriteError::NotLeader { leader: None } => write!(
+                f,
+                "only the leader writes in leader mode and none is known yet; send a request (it is queued)"
+            ),
+            WriteError::Left => write!(f, "the replica has left; create a new one"),
+            WriteError::Encode(e) => write!(f, "the write cannot be sent: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for WriteError {}
+
+/// Counters of what a replica did, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Messages handed to [`Replica::handle_message`].
+    pub messages_in: u64,
+    /// Messages produced for [`Replica::poll_transmit`].
+    pub messages_out: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes produced.
+    pub bytes_out: u64,
+    /// Messages refused (undecodable, clock ahead, fenced, wrong mode).
+    pub rejected: u64,
+    /// Duplicates, own echoes and messages from a peer's earlier life, dropped.
+    pub ignored: u64,
+    /// Merges that changed the state.
+    pub merges: u64,
+    /// Registers found in conflict.
+    pub conflicts: u64,
+    /// Sync requests sent.
+    pub syncs_requested: u64,
+    /// Full states sent.
+    pub syncs_sent: u64,
+    /// Sleeps (or freezes) detected.
+    pub sleeps: u64,
+}
+
+/// One replica of a bundle `S`, with application requests of type `R`: a deterministic
+/// state machine with no threads, clocks, sockets or randomness inside (the style of
+/// quinn-proto and str0m).
+///
+/// # Call order
+///
+/// 1. [`Replica::new`] with a [`Config`], this replica's [`SourceId`] and the time.
+///    Optionally [`Replica::with_authority`], then [`Replica::restore`] with the bytes
+///    last persisted.
+/// 2. Feed it inputs, each with the current [`Now`]:
+///    [`handle_message`](Replica::handle_message) for bytes from the transport,
+///    [`handle_timeout`](Replica::handle_timeout) when the deadline from
+///    [`poll_timeout`](Replica::poll_timeout) is reached, [`write`](Replica::write) and
+///    [`request`](Replica::request) from the application, and
+///    [`handle_lifecycle`](Replica::handle_lifecycle) for page and process signals.
+/// 3. After each input, drain the outputs: [`poll_transmit`](Replica::poll_transmit)
+///    (bytes to broadcast), [`poll_persist`](Replica::poll_persist) (bytes to store),
+///    [`poll_event`](Replica::poll_event) (what the application should know), and read
+///    [`poll_timeout`](Replica::poll_timeout) again.
+///
+/// Drivers do this for you: the native driver on a thread, the wasm driver on browser
+/// callbacks.
+///
+/// # Modes
+///
+/// In [`SyncMode::Leader`] one replica holds the lease and writes; the others mirror
+/// it and forward [requests](Replica::request), which surface at the leader as
+/// [`Event::Request`]. In [`SyncMode::Distributed`] every replica writes and requests
+/// surface where they were made.
+///
+/// ```
+/// use replisync::{impl_merge, Config, Event, Lww, Now, Replica, SourceId};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// struct Doc { title: Lww<String> }
+/// impl_merge!(Doc { title });
+///
+/// let now = Now::new(1_700_000_000_000, 0);
+/// let mut a: Replica<Doc> = Replica::new(Config::distributed(), SourceId::from_u128(1), now).unwrap();
+/// let mut b: Replica<Doc> = Replica::new(Config::distributed(), SourceId::from_u128(2), now).unwrap();
+///
+/// a.write(now, |doc, w| Doc { title: doc.title.write("hello".into(), w) }).unwrap();
+/// while let Some(bytes) = a.poll_transmit() {
+///     b.handle_message(&bytes, now);
+/// }
+/// assert_eq!(b.state().title.get().map(String::as_str), Some("hello"));
+/// assert!(std::iter::from_fn(|| b.poll_event()).any(|e| matches!(e, Event::Changed { .. })));
+/// ```
+pub struct Replica<S, R = ()> {
+    config: Config,
+    me: SourceId,
+    incarnation: u64,
+    hlc: Hlc,
+    state: State<S>,
+    watch: LeaseWatch,
+    authority: Option<Box<dyn LeaseAuthority>>,
+    /// The term this replica acts as leader in.
+    leading: Option<u64>,
+    /// The highest term seen in any record or message.
+    known_term: u64,
+    /// The leader last announced in an event.
+    announced: Option<(Option<SourceId>, u64)>,
+    /// No claim before this (join grace), and no retry of a refused claim before this.
+    claim_not_before: u64,
+    started: bool,
+    left: bool,
+    seq: u64,
+    dseq: u64,
+    pending: Option<State<S>>,
+    flush_at: Option<u64>,
+    persist_dirty: bool,
+    store_blocked: bool,
+    digest: Option<u64>,
+    peers: Peers,
+    next_heartbeat: u64,
+    answer_due: Option<u64>,
+    answer_to: Option<SourceId>,
+    last_answer: Option<u64>,
+    last_now: Option<Now>,
+    expected_by: Option<u64>,
+    transmit: VecDeque<Vec<u8>>,
+    persist: Option<Vec<u8>>,
+    events: VecDeque<Event<R>>,
+    queued_requests: VecDeque<R>,
+    stats: Stats,
+}
+
+impl<S, R> core::fmt::Debug for Replica<S, R> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Replica")
+            .field("source", &self.me)
+            .field("mode", &self.config.mode)
+            .field("leading", &self.leading)
+            .field("known_term", &self.known_term)
+            .field("lease", &self.state.lease)
+            .field("left", &self.left)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Bundle, R: Request> Replica<S, R> {
+    /// A replica with an empty state. It joins (asks its peers for their state) on the
+    /// first input; restore persisted bytes before that.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when the configuration contradicts itself.
+    pub fn new(config: Config, me: SourceId, now: Now) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let mut hlc = Hlc::new(config.max_drift_ms);
+        let incarnation = hlc.now(now.wall_ms);
+        Ok(Replica {
+            watch: LeaseWatch::new(config.lease),
+            me,
+            incarnation,
+            hlc,
+            state: State::default(),
+            authority: None,
+            leading: None,
+            known_term: 0,
+            announced: None,
+            claim_not_before: 0,
+            started: false,
+            left: false,
+            seq: 0,
+            dseq: 0,
+            pending: None,
+            flush_at: None,
+            persist_dirty: false,
+            store_blocked: false,
+            digest: None,
+            peers: Peers::default(),
+            next_heartbeat: now.mono_ms,
+            answer_due: None,
+            answer_to: None,
+            last_answer: None,
+            last_now: None,
+            expected_by: None,
+            transmit: VecDeque::new(),
+            persist: None,
+            events: VecDeque::new(),
+            queued_requests: VecDeque::new(),
+            stats: Stats::default(),
+            config,
+        })
+    }
+
+    /// Makes the lease exclusive through `authority` (leader mode): this replica leads
+    /// only with the authority's grant.
+    pub fn with_authority(mut self, authority: Box<dyn LeaseAuthority>) -> Self {
+        self.authority = Some(authority);
+        self
+    }
+
+    /// Restores the state last persisted (the bytes of [`Replica::poll_persist`]),
+    /// merging it into the current state.
+    ///
+    /// # Errors
+    ///
+    /// The bytes are too large, of a newer schema, or malformed. Then nothing is
+    /// applied, a [`Degradation::StoreUnreadable`] event is queued, and this replica
+    /// never persists over the unreadable bytes.
+    pub fn restore(&mut self, bytes: &[u8], now: Now) -> Result<(), DecodeError> {
+        let decoded = self
+            .config
+            .store_codec
+            .decode_versioned::<Stored<State<S>>>(bytes, self.config.max_message_bytes, |s| {
+                s.schema
+            });
+        match decoded {
+            Ok(stored) => {
+                self.hlc.restore(stored.updated_at);
+                self.merge_state(&stored.state, self.me, now);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(source = %self.me, error = %e, "persisted state unreadable; kept and never overwritten");
+                self.store_blocked = true;
+                self.events.push_back(Event::Degraded {
+                    reason: Degradation::StoreUnreadable(e.clone()),
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// This replica's id.
+    pub fn source(&self) -> SourceId {
+        self.me
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The current state of the bundle.
+    pub fn state(&self) -> &S {
+        &self.state.app
+    }
+
+    /// The latest lease record known here (leader mode).
+    pub fn lease(&self) -> Option<&Lease> {
+        self.state.lease.as_ref()
+    }
+
+    /// The holder of the latest lease record, if it is held.
+    pub fn leader(&self) -> Option<SourceId> {
+        self.state.lease.filter(|l| !l.released).map(|l| l.holder)
+    }
+
+    /// Whether this replica acts as leader (it may write in leader mode), as of the last
+    /// input.
+    pub fn is_leader(&self) -> bool {
+        self.leading.is_some()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Whether [`Lifecycle::Leave`] was handled.
+    pub fn has_left(&self) -> bool {
+        self.left
+    }
+
+    /// A digest of the whole state (the bundle and the lease record): equal digests
+    /// mean byte-identical states, as far as a 64-bit hash can tell.
+    pub fn digest(&mut self) -> u64 {
+        if let Some(d) = self.digest {
+            return d;
+        }
+        let bytes = crate::Codec::Binary.encode(&self.state).unwrap_or_default();
+        let d = fnv1a(&bytes);
+        self.digest = Some(d);
+        d
+    }
+
+    /// The whole state, encoded with the store codec (for comparing replicas).
+    ///
+    /// # Errors
+    ///
+    /// The bundle cannot be encoded with that codec.
+    pub fn encode_state(&self) -> Result<Vec<u8>, DecodeError> {
+        self.config.store_codec.encode(&self.state)
+    }
+
+    /// Writes: `f` gets the current state and a [`Writer`] and returns the delta (a
+    /// bundle holding only the registers it wrote, as their `write*` methods return).
+    /// The delta is merged here, persisted and sent (at once, or coalesced for
+    /// `flush_interval_ms`).
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError::NotLeader`] in leader mode on a non-leader (send a
+    /// [request](Replica::request) instead), [`WriteError::Left`] after leaving,
+    /// [`WriteError::Encode`] when the delta cannot be encoded. Nothing is applied then.
+    pub fn write(
+        &mut self,
+        now: Now,
+        f: impl FnOnce(&S, &mut Writer<'_>) -> S,
+    ) -> Result<(), WriteError> {
+        if self.left {
+            return Err(WriteError::Left);
+        }
+        self.begin(now);
+        let term = match self.config.mode {
+            SyncMode::Distributed => 0,
+            SyncMode::Leader => match self.leading {
+                Some(term) => term,
+                None => {
+                    self.end(now);
+                    return Err(WriteError::NotLeader {
+                        leader: self.leader(),
+                    });
+                }
+            },
+        };
+        let mut writer = self.hlc.writer(self.me, now.wall_ms).with_term(term);
+        let app = f(&self.state.app, &mut writer);
+        let delta = State { lease: None, app };
+        if let Err(e) = self.config.wire_codec.encode(&delta) {
+            self.end(now);
+            return Err(WriteError::Encode(e));
+        }
+        self.merge_state(&delta, self.me, now);
+        self.queue_delta(delta, now);
+        self.end(now);
+        Ok(())
+    }
+
+    /// An application request. In leader mode it goes to the leader (queued until one
+    /// is known) and surfaces there as [`Event::Request`]; on the leader itself, and in
+    /// distributed mode, it surfaces here at once.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError::Left`] after leaving.
+    pub fn request(&mut self, now: Now, request: R) -> Result<(), WriteError> {
+        if self.left {
+            return Err(WriteError::Left);
+        }
+        self.begin(now);
+        if self.config.mode == SyncMode::Distributed || self.leading.is_some() {
+            self.events.push_back(Event::Request {
+                from: self.me,
+                request,
+            });
+        } else {
+            match self.leader() {
+                Some(leader) => self.send_request(leader, &request, now),
+                None => self.queued_requests.push_back(request),
+            }
+        }
+        self.end(now);
+        Ok(())
+    }
+
+    /// Bytes received from the transport. Whatever they hold, they are merged whole or
+    /// not at all: bad bytes give an [`Event::MessageRejected`] and a counter, never a
+    /// panic.
+    pub fn handle_message(&mut self, bytes: &[u8], now: Now) {
+        if self.left {
+            return;
+        }
+        self.begin(now);
+        self.stats.messages_in += 1;
+        self.stats.bytes_in += bytes.len() as u64;
+        match self
+            .config
+            .wire_codec
+            .decode_versioned::<Envelope<State<S>, R>>(bytes, self.config.max_message_bytes, |e| {
+                e.schema
+            }) {
+            Ok(envelope) => self.receive(envelope, now),
+            Err(e) => self.reject(Rejection::Undecodable(e)),
+        }
+        self.end(now);
+    }
+
+    /// The deadline from [`Replica::poll_timeout`] was reached (calling it early or late
+    /// is harmless: it does what is due).
+    pub fn handle_timeout(&mut self, now: Now) {
+        if self.left {
+            return;
+        }
+        self.begin(now);
+        self.end(now);
+    }
+
+    /// A lifecycle signal.
+    pub fn handle_lifecycle(&mut self, signal: Lifecycle, now: Now) {
+        if self.left {
+            return;
+        }
+        self.begin(now);
+        match signal {
+            Lifecycle::Hidden | Lifecycle::Freeze => {}
+            Lifecycle::Visible => self.lease_tick(now),
+            Lifecycle::Resume => self.woke(0, now),
+            Lifecycle::Leave => {
+                self.flush(now);
+                self.leave_lease(now);
+                self.send(Body::Goodbye, now);
+                self.left = true;
+                tracing::debug!(source = %self.me, "left");
+                return;
+            }
+        }
+        self.end(now);
+    }
+
+    /// The next message to broadcast to every peer.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.transmit.pop_front()
+    }
+
+    /// The bytes to persist, replacing whatever was persisted before (the whole state).
+    pub fn poll_persist(&mut self) -> Option<Vec<u8>> {
+        self.persist.take()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event<R>> {
+        self.events.pop_front()
+    }
+
+    /// When (local monotonic ms) [`Replica::handle_timeout`] should next be called;
+    /// `None` once the replica has left.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        if self.left {
+            return None;
+        }
+        if !self.started {
+            return Some(0);
+        }
+        let mut next = self.next_heartbeat;
+        let mut consider = |t: Option<u64>| {
+            if let Some(t) = t {
+                next = next.min(t);
+            }
+        };
+        consider(self.flush_at);
+        consider(self.answer_due);
+        consider(self.peers.next_expiry(self.config.peer_timeout_ms));
+        consider(self.peers.next_sync_check(self.config.sync_retry_ms));
+        consider(self.lease_deadline());
+        Some(next)
+    }
+
+    // --- the steps every input goes through ---
+
+    /// Time bookkeeping and the join, before an input.
+    fn begin(&mut self, now: Now) {
+        if let Some(last) = self.last_now {
+            let mono_gap = now.mono_ms.saturating_sub(last.mono_ms);
+            let wall_gap = now.wall_ms.saturating_sub(last.wall_ms);
+            let wall_ahead = wall_gap.saturating_sub(mono_gap);
+            let late = self
+                .expected_by
+                .map_or(0, |due| now.mono_ms.saturating_sub(due));
+            let gap = wall_ahead.max(late);
+            if gap > self.config.sleep_tolerance_ms {
+                self.woke(gap, now);
+            }
+        }
+        self.last_now = Some(now);
+        if !self.started {
+            self.started = true;
+            self.claim_not_before = now.mono_ms.saturating_add(self.join_grace_ms());
+            self.send(Body::SyncRequest { to: None }, now);
+        }
+    }
+
+    /// Timers, leadership and flushing, after an input.
+    fn end(&mut self, now: Now) {
+        self.lease_tick(now);
+        if self.flush_at.is_some_and(|t| now.mono_ms >= t) {
+            self.flush(now);
+        }
+        if now.mono_ms >= self.next_heartbeat {
+            let digest = self.digest();
+            self.send(
+                Body::Heartbeat {
+                    dseq: self.dseq,
+                    digest,
+                },
+                now,
+            );
+            self.next_heartbeat = now
+                .mono_ms
+                .saturating_add(self.config.heartbeat_interval_ms);
+        }
+        while let Some(peer) = self.peers.sync_due(now.mono_ms, self.config.sync_retry_ms) {
+            self.stats.syncs_requested += 1;
+            self.send(Body::SyncRequest { to: Some(peer) }, now);
+        }
+        if self.answer_due.is_some_and(|t| now.mono_ms >= t) {
+            self.answer_sync(now);
+        }
+        for peer in self.peers.expire(now.mono_ms, self.config.peer_timeout_ms) {
+            self.events.push_back(Event::PeerLeft {
+                peer,
+                said_goodbye: false,
+            });
+        }
+        self.expected_by = self.poll_timeout();
+    }
+
+    fn woke(&mut self, gap_ms: u64, now: Now) {
+        self.stats.sleeps += 1;
+        if gap_ms > 0 {
+            self.events.push_back(Event::SleepDetected { gap_ms });
+        }
+        tracing::debug!(source = %self.me, gap_ms, "woke; re-validating");
+        self.lease_woke(now);
+        self.stats.syncs_requested += 1;
+        let to = self.leader().filter(|l| *l != self.me);
+        self.send(Body::SyncRequest { to }, now);
+        self.next_heartbeat = now.mono_ms;
+    }
+
+    fn join_grace_ms(&self) -> u64 {
+        let lease = &self.config.lease;
+        lease
+            .renew_interval_ms()
+            .max(self.config.heartbeat_interval_ms)
+            .saturating_add(lease.max_delay_ms())
+    }
+
+    // --- receiving ---
+
+    fn receive(&mut self, env: Envelope<State<S>, R>, now: Now) {
+        let from = env.sender;
+        if from == self.me {
+            self.stats.ignored += 1;
+            return;
+        }
+        if let Err(crate::ClockError::AheadOfLocal {
+            remote_ms,
+            local_ms,
+            ..
+        }) = self.hlc.observe(env.hlc, now.wall_ms)
+        {
+            self.reject(Rejection::ClockAhead {
+                from,
+                ahead_ms: remote_ms - local_ms,
+            });
+            return;
+        }
+        match self
+            .peers
+            .admit(from, env.incarnation, env.seq, now.mono_ms)
+        {
+            Admit::Duplicate | Admit::Stale => {
+                self.stats.ignored += 1;
+                return;
+            }
+            Admit::Joined => self.events.push_back(Event::PeerJoined { peer: from }),
+            Admit::Fresh => {}
+        }
+        let leader_mode = self.config.mode == SyncMode::Leader;
+        match env.body {
+            Body::Delta { dseq, state } => {
+                if leader_mode && env.term < self.known_term {
+                    self.peers.delta(from, dseq, now.mono_ms);
+                    self.reject(Rejection::StaleTerm {
+                        from,
+                        term: env.term,
+                        known: self.known_term,
+                    });
+                    return;
+                }
+                self.known_term = self.known_term.max(env.term);
+                self.peers.delta(from, dseq, now.mono_ms);
+                self.merge_state(&state, from, now);
+            }
+            Body::Lease { dseq, lease } => {
+                self.peers.delta(from, dseq, now.mono_ms);
+                let delta = State {
+                    lease: Some(lease),
+                    app: S::default(),
+                };
+                self.merge_state(&delta, from, now);
+            }
+            Body::FullSync { dseq, state, .. } => {
+                self.peers.full_state(from, dseq, now.mono_ms);
+                self.merge_state(&state, from, now);
+            }
+            Body::SyncRequest { to } => self.sync_requested(from, to, now),
+            Body::Request { to, request } => self.request_received(from, to, request, now),
+            Body::Heartbeat { dseq, digest } => {
+                let ours = self.digest();
+                self.peers.heartbeat(from, dseq, digest, ours, now.mono_ms);
+            }
+            Body::Goodbye => {
+                if self.peers.remove(from) {
+                    self.events.push_back(Event::PeerLeft {
+                        peer: from,
+                        said_goodbye: true,
+                    });
+                }
+                self.holder_left(from, now);
+            }
+        }
+    }
+
+    fn reject(&mut self, reason: Rejection) {
+        tracing::debug!(source = %self.me, %reason, "message rejected");
+        self.stats.rejected += 1;
+        self.events.push_back(Event::MessageRejected { reason });
+    }
+
+    /// Merges a state (remote, restored or a local delta) and acts on what changed:
+    /// events, persistence, leadership.
+    fn merge_state(&mut self, other: &State<S>, from: SourceId, now: Now) {
+        let lease = self.state.lease.merge(&other.lease);
+        let app = self.state.app.merge(&other.app);
+        let conflicts = lease.conflicts() + app.conflicts();
+        if conflicts > 0 {
+            self.stats.conflicts += u64::from(conflicts);
+            self.events.push_back(Event::ConflictDetected {
+                from,
+                count: conflicts,
+            });
+        }
+        if !lease.changed() && !app.changed() {
+            return;
+        }
+        self.stats.merges += 1;
+        self.digest = None;
+        self.mark_dirty(now);
+        if app.changed() {
+            self.events.push_back(Event::Changed {
+                fields: app.changed_fields(S::FIELDS).collect(),
+            });
+        }
+        if lease.changed() {
+            self.lease_changed(now);
+        }
+    }
+
+    fn sync_requested(&mut self, from: SourceId, to: Option<SourceId>, now: Now) {
+        let answer = match to {
+            Some(target) => target == self.me,
+            // An open request: the leader answers; without one, the lowest id.
+            None => match self.leader() {
+                Some(leader) => leader == self.me,
+                None => self
+                    .peers
+                    .ids()
+                    .chain([from])
+                    .all(|id| self.me < id || id == from),
+            },
+        };
+        if !answer {
+            return;
+        }
+        let earliest = self.last_answer.map_or(now.mono_ms, |t| {
+            t.saturating_add(self.config.sync_answer_interval_ms)
+        });
+        self.answer_to = if self.answer_due.is_some() {
+            None
+        } else {
+            Some(from)
+        };
+        self.answer_due = Some(earliest.max(now.mono_ms));
+    }
+
+    fn answer_sync(&mut self, now: Now) {
+        self.answer_due = None;
+        self.last_answer = Some(now.mono_ms);
+        self.stats.syncs_sent += 1;
+        let to = self.answer_to.take();
+        let (seq, hlc) = self.next_header(now);
+        let body = Body::FullSync {
+            to,
+            dseq: self.dseq,
+            state: &self.state,
+        };
+        let encoded = self.encode(seq, hlc, body);
+        self.push_encoded(encoded);
+    }
+
+    // --- sending ---
+
+    fn mark_dirty(&mut self, now: Now) {
+        self.persist_dirty = true;
+        if self.flush_at.is_none() {
+            self.flush_at = Some(now.mono_ms.saturating_add(self.config.flush_interval_ms));
+        }
+    }
+
+    fn queue_delta(&mut self, delta: State<S>, now: Now) {
+        match &mut self.pending {
+            Some(p) => {
+                let _ = p.merge(&delta);
+            }
+            None => self.pending = Some(delta),
+        }
+        self.mark_dirty(now);
+    }
+
+    /// Sends the coalesced delta and persists the state.
+    fn flush(&mut self, now: Now) {
+        self.flush_at = None;
+        if let Some(delta) = self.pending.take() {
+            self.dseq += 1;
+            let body = Body::Delta {
+                dseq: self.dseq,
+                state: &delta,
+            };
+            self.encode_and_queue(body, now);
+        }
+        if self.persist_dirty && !self.store_blocked {
+            self.persist_dirty = false;
+            let stored = Stored {
+                schema: SCHEMA_VERSION,
+                updated_at: self.hlc.last_ms(),
+                source: self.me,
+                state: &self.state,
+            };
+            match self.config.store_codec.encode(&stored) {
+                Ok(bytes) => self.persist = Some(bytes),
+                Err(e) => {
+                    tracing::warn!(source = %self.me, error = %e, "state not persisted");
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, body: Body<&State<S>, &R>, now: Now) {
+        self.encode_and_queue(body, now);
+    }
+
+    fn send_request(&mut self, leader: SourceId, request: &R, now: Now) {
+        let body = Body::Request {
+            to: Some(leader),
+            request,
+        };
+        self.encode_and_queue(body, now);
+    }
+
+    fn encode_and_queue(&mut self, body: Body<&State<S>, &R>, now: Now) {
+        let (seq, hlc) = self.next_header(now);
+        let encoded = self.encode(seq, hlc, body);
+        self.push_encoded(encoded);
+    }
+
+    /// The sequence number and time of the next message.
+    fn next_header(&mut self, now: Now) -> (u64, u64) {
+        self.seq += 1;
+        (self.seq, self.hlc.now(now.wall_ms))
+    }
+
+    fn encode(&self, seq: u64, hlc: u64, body: Body<&State<S>, &R>) -> Encoded {
+        let kind = body.kind();
+        let envelope = Envelope {
+            schema: SCHEMA_VERSION,
+            sender: self.me,
+            incarnation: self.incarnation,
+            seq,
+            hlc,
+            term: self.known_term,
+            body,
+        };
+        (kind, self.config.wire_codec.encode(&envelope))
+    }
+
+    fn push_encoded(&mut self, (kind, encoded): Encoded) {
+        match encoded {
+            Ok(bytes) => {
+                tracing::trace!(source = %self.me, kind, len = bytes.len(), "send");
+                self.stats.messages_out += 1;
+                self.stats.bytes_out += bytes.len() as u64;
+                self.transmit.push_back(bytes);
+            }
+            Err(e) => tracing::warn!(source = %self.me, kind, error = %e, "message not encodable"),
+        }
+    }
+
+    fn request_received(&mut self, from: SourceId, to: Option<SourceId>, request: R, now: Now) {
+        if self.config.mode == SyncMode::Distributed {
+            return;
+        }
+        if self.leading.is_some() && to.is_none_or(|t| t == self.me) {
+            self.events.push_back(Event::Request { from, request });
+        } else if to == Some(self.me) {
+            // Addressed to a former leader: pass it on.
+            match self.leader().filter(|l| *l != self.me) {
+                Some(leader) => self.send_request(leader, &request, now),
+                None => self.queued_requests.push_back(request),
+            }
+        }
+    }
+}
+
+/// A message's kind and its encoding.
+type Encoded = (&'static str, Result<Vec<u8>, DecodeError>);
+
+/// FNV-1a, 64-bit: a stable hash for state digests (the same on every platform).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
