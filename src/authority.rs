@@ -29,6 +29,11 @@ pub trait LeaseAuthority: Send {
     fn renew(&mut self, holder: SourceId, term: u64, duration_ms: u64) -> bool;
     /// Gives up `holder`'s grant of `term` (no effect if it does not hold it).
     fn release(&mut self, holder: SourceId, term: u64);
+    /// Whether `holder` still holds an unexpired grant of `term`, as the authority
+    /// knows now. The holder asks before every input it acts on, so a holder that
+    /// slept through its grant's expiry without noticing (a monotonic clock that stopped
+    /// while the wall clock was set back) does not act on waking.
+    fn holds(&self, holder: SourceId, term: u64) -> bool;
 }
 
 /// The in-process authority: a grant behind a mutex, shared by clones, timed by the
@@ -123,6 +128,10 @@ impl LeaseAuthority for MutexAuthority {
                 false
             }
         })
+    }
+
+    fn holds(&self, holder: SourceId, term: u64) -> bool {
+        self.holder() == Some((holder, term))
     }
 
     fn release(&mut self, holder: SourceId, term: u64) {

@@ -107,8 +107,10 @@ pub enum Degradation {
     /// overwritten, and this replica does not persist until restarted with a readable
     /// store.
     StoreUnreadable(DecodeError),
-    /// A transport-specific reason (a fallback in use, say), from a driver.
+    /// A transport-specific reason (a fallback in use, sends failing), from a driver.
     Transport(String),
+    /// The store could not be loaded or saved, from a driver.
+    Store(String),
 }
 
 /// Why a message was refused.

@@ -100,3 +100,7 @@ mod transport;
 pub use hub::{Hub, HubLink};
 pub use network::{Delivery, Faults, FaultsError, NetworkStats, NodeId, SimNetwork};
 pub use transport::Transport;
+#[cfg(not(target_arch = "wasm32"))]
+mod driver;
+#[cfg(not(target_arch = "wasm32"))]
+pub use driver::{Driver, DriverError, Handle, MemoryStore, Store};

@@ -78,8 +78,7 @@ impl fmt::Display for SourceId {
 
 impl fmt::Debug for SourceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The first 8 hex digits are enough to tell replicas apart in logs.
-        write!(f, "SourceId({})", &self.0.simple().to_string()[..8])
+        write!(f, "SourceId({})", self.0.hyphenated())
     }
 }
 

@@ -6,6 +6,26 @@ use crate::wire::Body;
 use crate::{Event, LeadershipLoss, Lease, Now, SourceId, SyncMode};
 
 impl<S: Bundle, R: Request> Replica<S, R> {
+    /// Before an input: a leader whose renew deadline passed, or whose authority no
+    /// longer confirms its grant, stops acting before it handles anything.
+    pub(super) fn lease_validate(&mut self, now: Now) {
+        let Some(term) = self.leading else {
+            return;
+        };
+        if !self
+            .watch
+            .is_leader(self.state.lease.as_ref(), self.me, now.mono_ms)
+        {
+            self.lose(term, LeadershipLoss::RenewDeadline, now);
+        } else if self
+            .authority
+            .as_ref()
+            .is_some_and(|a| !a.holds(self.me, term))
+        {
+            self.lose(term, LeadershipLoss::AuthorityRefused, now);
+        }
+    }
+
     /// Claims, renews or gives up the lease as time requires.
     pub(super) fn lease_tick(&mut self, now: Now) {
         if self.config.mode != SyncMode::Leader || self.left {
@@ -13,17 +33,43 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         }
         let t = now.mono_ms;
         let lease = self.state.lease;
+        self.lease_validate(now);
         if let Some(term) = self.leading {
-            if !self.watch.is_leader(lease.as_ref(), self.me, t) {
-                self.lose(term, LeadershipLoss::RenewDeadline, now);
-            } else if t >= self.watch.renew_at() {
+            if t >= self.watch.renew_at() {
                 self.renew(term, now);
             }
             return;
         }
-        if t >= self.claim_not_before && self.watch.is_free(lease.as_ref(), t) {
+        if self.claim_at().is_some_and(|at| t >= at) && self.watch.is_free(lease.as_ref(), t) {
             self.claim(now);
         }
+    }
+
+    /// When a follower may claim: once the lease is free (never held, released, or
+    /// expired as observed here), after the join grace, and after a stagger of
+    /// `max_delay` per live peer with a lower id, so that without faults the lowest id
+    /// claims alone and the others hear its claim before their turn.
+    fn claim_at(&self) -> Option<u64> {
+        let lease = self.state.lease.as_ref();
+        let free_at = match lease {
+            None => 0,
+            Some(l) if l.released => self.watch.changed_at_ms(),
+            Some(_) => self.watch.free_at(lease)?,
+        };
+        // The holder whose lease ran out does not count: it is likely the one gone.
+        let holder = lease.map(|l| l.holder);
+        let rank = self
+            .peers
+            .ids()
+            .filter(|id| *id < self.me && Some(*id) != holder)
+            .count() as u64;
+        let stagger = rank.saturating_mul(self.config.lease.max_delay_ms());
+        Some(
+            free_at
+                .max(self.joined_until)
+                .saturating_add(stagger)
+                .max(self.claim_retry_at),
+        )
     }
 
     /// The next moment the lease needs attention.
@@ -34,12 +80,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         if self.leading.is_some() {
             return Some(self.watch.renew_at().min(self.watch.renew_deadline_at()));
         }
-        let free_at = match self.state.lease.as_ref() {
-            None => Some(0),
-            Some(l) if l.released => Some(0),
-            lease => self.watch.free_at(lease),
-        };
-        free_at.map(|t| t.max(self.claim_not_before))
+        self.claim_at()
     }
 
     fn claim(&mut self, now: Now) {
@@ -52,7 +93,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         if let Some(authority) = self.authority.as_mut() {
             if !authority.try_acquire(self.me, next.term, next.duration_ms) {
                 // Held elsewhere (our view is behind): try again after a renew interval.
-                self.claim_not_before = now
+                self.claim_retry_at = now
                     .mono_ms
                     .saturating_add(self.config.lease.renew_interval_ms());
                 return;
@@ -119,6 +160,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     /// After any change of the lease record: observe it, fence, announce.
     pub(super) fn lease_changed(&mut self, now: Now) {
         let lease = self.state.lease;
+        self.claim_retry_at = 0;
         self.watch.observe(lease.as_ref(), now.mono_ms);
         if let Some(l) = lease {
             self.known_term = self.known_term.max(l.term);

@@ -175,8 +175,10 @@ pub struct Replica<S, R = ()> {
     known_term: u64,
     /// The leader last announced in an event.
     announced: Option<(Option<SourceId>, u64)>,
-    /// No claim before this (join grace), and no retry of a refused claim before this.
-    claim_not_before: u64,
+    /// No claim before this: the join grace, to hear from a live leader first.
+    joined_until: u64,
+    /// No retry of a claim the authority refused before this (reset by news of the lease).
+    claim_retry_at: u64,
     started: bool,
     left: bool,
     seq: u64,
@@ -235,7 +237,8 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             leading: None,
             known_term: 0,
             announced: None,
-            claim_not_before: 0,
+            joined_until: 0,
+            claim_retry_at: 0,
             started: false,
             left: false,
             seq: 0,
@@ -476,8 +479,10 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             Lifecycle::Visible => self.lease_tick(now),
             Lifecycle::Resume => self.woke(0, now),
             Lifecycle::Leave => {
-                self.flush(now);
+                // Release first, so the persisted state and the last delta agree that
+                // the lease is free; then say goodbye.
                 self.leave_lease(now);
+                self.flush(now);
                 self.send(Body::Goodbye, now);
                 self.left = true;
                 tracing::debug!(source = %self.me, "left");
@@ -542,9 +547,11 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             }
         }
         self.last_now = Some(now);
+        self.lease_validate(now);
         if !self.started {
             self.started = true;
-            self.claim_not_before = now.mono_ms.saturating_add(self.join_grace_ms());
+            self.joined_until = now.mono_ms.saturating_add(self.join_grace_ms());
+            self.next_heartbeat = now.mono_ms;
             self.send(Body::SyncRequest { to: None }, now);
         }
     }
