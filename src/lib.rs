@@ -57,6 +57,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+/// The README's code compiles and runs as a doc test.
+#[cfg(all(doctest, not(target_arch = "wasm32")))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod authority;
 mod bundle;
 mod clock;
