@@ -92,11 +92,11 @@ fn register(c: &mut Criterion) {
 
 fn map_full(c: &mut Criterion) {
     let mut group = c.benchmark_group("map_full_merge");
-    for n in [1_000usize, 100_000] {
+    for n in [1_000usize, 100_000, 1_000_000] {
         let (a, b) = replica_pair(n, 42);
         group.throughput(Throughput::Elements(n as u64));
         if n >= 100_000 {
-            group.sample_size(20);
+            group.sample_size(10);
         }
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |bench, _| {
             bench.iter_batched_ref(
@@ -111,27 +111,28 @@ fn map_full(c: &mut Criterion) {
 
 fn map_delta(c: &mut Criterion) {
     let mut group = c.benchmark_group("map_delta_merge");
-    let n = 100_000;
-    let (mut map, _) = replica_pair(n, 42);
-    // Each iteration merges a fresh ten-key delta, spread across the map and written
-    // later than the one before, into the same long-lived map.
-    let mut version = 2;
     group.throughput(Throughput::Elements(10));
-    group.bench_function(BenchmarkId::new("10_keys_into", n), |bench| {
-        bench.iter_batched(
-            || {
-                version += 1;
-                (0..10)
-                    .map(|i| {
-                        let stamp = Stamp::new(version, 1_800_000_000_000, B);
-                        (key(i * n / 10 + 7), Lww::from_parts(stamp, Some(i as u64)))
-                    })
-                    .collect::<LwwMap<String, u64>>()
-            },
-            |delta| black_box(map.merge(black_box(&delta))),
-            BatchSize::SmallInput,
-        )
-    });
+    for n in [1_000usize, 100_000, 1_000_000] {
+        let (mut map, _) = replica_pair(n, 42);
+        // Each iteration merges a fresh ten-key delta, spread across the map and
+        // written later than the one before, into the same long-lived map.
+        let mut version = 2;
+        group.bench_function(BenchmarkId::new("10_keys_into", n), |bench| {
+            bench.iter_batched(
+                || {
+                    version += 1;
+                    (0..10)
+                        .map(|i| {
+                            let stamp = Stamp::new(version, 1_800_000_000_000, B);
+                            (key(i * n / 10 + 7), Lww::from_parts(stamp, Some(i as u64)))
+                        })
+                        .collect::<LwwMap<String, u64>>()
+                },
+                |delta| black_box(map.merge(black_box(&delta))),
+                BatchSize::SmallInput,
+            )
+        });
+    }
     group.finish();
 }
 
