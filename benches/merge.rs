@@ -72,9 +72,11 @@ fn register(c: &mut Criterion) {
         bench.iter_batched_ref(
             || older.clone(),
             |regs| {
+                let mut changed = 0u32;
                 for (mine, theirs) in regs.iter_mut().zip(&newer) {
-                    let _ = black_box(mine.merge(theirs));
+                    changed += u32::from(mine.merge(theirs).changed());
                 }
+                black_box(changed)
             },
             BatchSize::SmallInput,
         )
@@ -82,9 +84,11 @@ fn register(c: &mut Criterion) {
     group.bench_function("older_ignored", |bench| {
         let mut regs = newer.clone();
         bench.iter(|| {
-            for (mine, theirs) in regs.iter_mut().zip(&older) {
-                let _ = black_box(mine.merge(theirs));
+            let mut changed = 0u32;
+            for (mine, theirs) in black_box(&mut regs).iter_mut().zip(&older) {
+                changed += u32::from(mine.merge(theirs).changed());
             }
+            black_box(changed)
         })
     });
     group.finish();
