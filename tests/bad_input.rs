@@ -4,8 +4,10 @@
 //!
 //! Randomised parts print their seed; replay with `PROPTEST_SEED=<seed>`.
 
+mod common;
+
 use proptest::prelude::*;
-use proptest::test_runner::{Config as RunnerConfig, RngSeed, TestRunner};
+use proptest::test_runner::TestRunner;
 use replisync::{
     impl_merge, Codec, Config, DecodeError, Degradation, Event, Lww, LwwMap, Now, Rejection,
     Replica, SourceId,
@@ -42,22 +44,7 @@ fn valid_messages(codec: Codec) -> Vec<Vec<u8>> {
 }
 
 fn runner() -> TestRunner {
-    let seed = std::env::var("PROPTEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0)
-        });
-    println!("bad input: seed {seed}; replay with PROPTEST_SEED={seed}");
-    TestRunner::new(RunnerConfig {
-        cases: 1_000,
-        rng_seed: RngSeed::Fixed(seed),
-        failure_persistence: None,
-        ..RunnerConfig::default()
-    })
+    common::runner("bad input")
 }
 
 #[test]

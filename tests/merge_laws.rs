@@ -8,8 +8,10 @@
 //! The run prints its seed; replay a failure with `PROPTEST_SEED=<seed> cargo test
 //! --test merge_laws`. `PROPTEST_CASES` raises the case count (default 1,000 per law).
 
+mod common;
+
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngSeed, TestRunner};
+use proptest::test_runner::TestRunner;
 use replisync::{impl_merge, Lease, Lww, LwwMap, Merge, SourceId, Stamp};
 use serde::{Deserialize, Serialize};
 
@@ -89,26 +91,7 @@ fn join<T: Merge + Clone>(a: &T, b: &T) -> T {
 }
 
 fn runner() -> TestRunner {
-    let seed = std::env::var("PROPTEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0)
-        });
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000);
-    println!("merge laws: seed {seed}, {cases} cases; replay with PROPTEST_SEED={seed}");
-    TestRunner::new(Config {
-        cases,
-        rng_seed: RngSeed::Fixed(seed),
-        failure_persistence: None,
-        ..Config::default()
-    })
+    common::runner("merge laws")
 }
 
 fn check_laws<T, S>(strategy: S)
