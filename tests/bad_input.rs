@@ -191,3 +191,42 @@ fn a_peer_clock_beyond_the_drift_bound_is_rejected_and_counted() {
         } if ahead_ms >= 9_000
     )));
 }
+
+#[test]
+fn a_delta_from_a_non_leader_in_leader_mode_is_rejected() {
+    let leader_config = || {
+        let mut c = Config::leader();
+        c.wire_codec = Codec::Binary;
+        c
+    };
+    let mut a: Replica<Doc, String> =
+        Replica::new(leader_config(), SourceId::from_u128(1), NOW).unwrap();
+    let mut c: Replica<Doc, String> =
+        Replica::new(leader_config(), SourceId::from_u128(3), NOW).unwrap();
+    // A replica misconfigured for distributed mode in a leader-mode group.
+    let mut b = replica(Codec::Binary, 2);
+    // A claims the lease once its join grace has passed, and everyone hears of it.
+    let later = NOW.after(5_000);
+    a.handle_timeout(NOW);
+    a.handle_timeout(later);
+    assert!(a.is_leader());
+    while let Some(bytes) = a.poll_transmit() {
+        b.handle_message(&bytes, later);
+        c.handle_message(&bytes, later);
+    }
+    b.write(later, |d, w| Doc {
+        title: d.title.write("not the leader's".into(), w),
+        ..Default::default()
+    })
+    .unwrap();
+    while let Some(bytes) = b.poll_transmit() {
+        c.handle_message(&bytes, later);
+    }
+    assert_eq!(c.state().title.get(), None);
+    assert!(std::iter::from_fn(|| c.poll_event()).any(|e| e
+        == Event::MessageRejected {
+            reason: Rejection::WrongMode {
+                from: SourceId::from_u128(2)
+            }
+        }));
+}

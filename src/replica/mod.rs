@@ -655,6 +655,18 @@ impl<S: Bundle, R: Request> Replica<S, R> {
                     });
                     return;
                 }
+                let holder_of_term = self
+                    .state
+                    .lease
+                    .filter(|l| l.term == env.term)
+                    .map(|l| l.holder);
+                if leader_mode && holder_of_term.is_some_and(|h| h != from) {
+                    // Only the holder of a term writes in it: a follower (or a replica
+                    // configured for distributed mode) does not.
+                    self.peers.delta(from, dseq, now.mono_ms);
+                    self.reject(Rejection::WrongMode { from });
+                    return;
+                }
                 self.known_term = self.known_term.max(env.term);
                 self.peers.delta(from, dseq, now.mono_ms);
                 self.merge_state(&state, from, now);
