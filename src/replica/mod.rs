@@ -328,6 +328,13 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         self.state.lease.filter(|l| !l.released).map(|l| l.holder)
     }
 
+    /// The leader, when it is another replica. A record naming this replica while it
+    /// does not act as leader (it slept, or its renewal is late) is stale: no leader is
+    /// known until the record moves on.
+    fn other_leader(&self) -> Option<SourceId> {
+        self.leader().filter(|l| *l != self.me)
+    }
+
     /// Whether this replica acts as leader (it may write in leader mode), as of the last
     /// input.
     pub fn is_leader(&self) -> bool {
@@ -391,7 +398,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
                 None => {
                     self.end(now);
                     return Err(WriteError::NotLeader {
-                        leader: self.leader(),
+                        leader: self.other_leader(),
                     });
                 }
             },
@@ -427,7 +434,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
                 request,
             });
         } else {
-            match self.leader() {
+            match self.other_leader() {
                 Some(leader) => self.send_request(leader, &request, now),
                 None => self.queued_requests.push_back(request),
             }
@@ -599,7 +606,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         tracing::debug!(source = %self.me, gap_ms, "woke; re-validating");
         self.lease_woke(now);
         self.stats.syncs_requested += 1;
-        let to = self.leader().filter(|l| *l != self.me);
+        let to = self.other_leader();
         self.send(Body::SyncRequest { to }, now);
         self.next_heartbeat = now.mono_ms;
     }
@@ -883,7 +890,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             self.events.push_back(Event::Request { from, request });
         } else if to == Some(self.me) {
             // Addressed to a former leader: pass it on.
-            match self.leader().filter(|l| *l != self.me) {
+            match self.other_leader() {
                 Some(leader) => self.send_request(leader, &request, now),
                 None => self.queued_requests.push_back(request),
             }

@@ -902,3 +902,128 @@ pub fn run_seed(seed: u64) -> Result<u64, String> {
         .map_err(|e| format!("{e}\n  [{}]", world.summary()))?;
     Ok(world.trace)
 }
+
+/// An event a replica raised, with the world time and the node that raised it.
+#[derive(Clone, Debug)]
+pub struct Logged {
+    pub at: u64,
+    pub node: usize,
+    pub event: Event<Req>,
+}
+
+/// Helpers for scripted scenarios that assert on events (tests/scenarios.rs).
+impl World {
+    /// Like `run_until(until, false)`, but every event a replica raises is also appended
+    /// to `log`. Requests are still answered as `drain` answers them; the events of the
+    /// answering write itself (a `Changed` at the leader) are not logged, and the logged
+    /// events do not enter the determinism trace.
+    pub fn run_logged(&mut self, until: u64, log: &mut Vec<Logged>) -> Check {
+        loop {
+            let mut next = until;
+            if let Some(t) = self.net.next_due() {
+                next = next.min(t);
+            }
+            for i in 0..self.nodes.len() {
+                let n = &self.nodes[i];
+                for t in [self.timeout_of(i), n.asleep_until, n.down_until]
+                    .into_iter()
+                    .flatten()
+                {
+                    next = next.min(t);
+                }
+            }
+            if next > until {
+                break;
+            }
+            self.advance(next);
+            self.step_logged(log)?;
+            if self.time >= until && self.net.next_due().is_none_or(|t| t > until) {
+                break;
+            }
+        }
+        self.advance(until);
+        Ok(())
+    }
+
+    /// Node `i` gets a lifecycle signal; its events go to `log`.
+    pub fn signal(&mut self, i: usize, signal: Lifecycle, log: &mut Vec<Logged>) -> Check {
+        let now = self.now(i);
+        if let Some(r) = self.nodes[i].replica.as_mut() {
+            r.handle_lifecycle(signal, now);
+        }
+        self.drain_logged(i, log)
+    }
+
+    /// Node `i`, frozen (put to `sleep`), is resumed by the page: `Lifecycle::Resume` is
+    /// its first input, before any timer or message.
+    pub fn resume(&mut self, i: usize, log: &mut Vec<Logged>) -> Check {
+        self.nodes[i].asleep_until = None;
+        self.signal(i, Lifecycle::Resume, log)
+    }
+
+    /// `step` without the workload, logging events.
+    fn step_logged(&mut self, log: &mut Vec<Logged>) -> Check {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].asleep_until.is_some_and(|t| t <= self.time) {
+                // `wake`, logged.
+                self.nodes[i].asleep_until = None;
+                let now = self.now(i);
+                if let Some(r) = self.nodes[i].replica.as_mut() {
+                    r.handle_timeout(now);
+                }
+                self.drain_logged(i, log)?;
+            }
+            if self.nodes[i].down_until.is_some_and(|t| t <= self.time) {
+                self.start(i);
+            }
+        }
+        while let Some(d) = self.net.poll_deliver(self.time) {
+            let i = d.to.as_u64() as usize;
+            self.deliveries += 1;
+            if !self.nodes[i].awake() {
+                continue;
+            }
+            let now = self.now(i);
+            if let Some(r) = self.nodes[i].replica.as_mut() {
+                r.handle_message(&d.bytes, now);
+            }
+            self.drain_logged(i, log)?;
+        }
+        for i in 0..self.nodes.len() {
+            if self.timeout_of(i).is_some_and(|t| t <= self.time) {
+                let now = self.now(i);
+                if let Some(r) = self.nodes[i].replica.as_mut() {
+                    r.handle_timeout(now);
+                }
+                self.drain_logged(i, log)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes node `i`'s events into `log`, then drains the rest as `drain` does and
+    /// answers the requests among them.
+    fn drain_logged(&mut self, i: usize, log: &mut Vec<Logged>) -> Check {
+        let mut requests = Vec::new();
+        if let Some(r) = self.nodes[i].replica.as_mut() {
+            while let Some(event) = r.poll_event() {
+                match &event {
+                    Event::Request { request, .. } => requests.push(request.clone()),
+                    Event::LeadershipGained { .. } => self.leader_gains += 1,
+                    Event::MessageRejected { .. } => self.rejected += 1,
+                    _ => {}
+                }
+                log.push(Logged {
+                    at: self.time,
+                    node: i,
+                    event,
+                });
+            }
+        }
+        self.drain(i)?;
+        for request in requests {
+            self.apply(i, request)?;
+        }
+        Ok(())
+    }
+}
