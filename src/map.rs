@@ -286,9 +286,42 @@ where
     V: Deserialize<'de>,
 {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let mut entries = BTreeMap::<K, Lww<V>>::deserialize(deserializer)?;
-        // A never-written register carries nothing: dropping it keeps equal states equal.
-        entries.retain(|_, r| !r.is_bottom());
+        deserializer.deserialize_map(EntriesVisitor(core::marker::PhantomData))
+    }
+}
+
+/// Reads a map's entries into a vector first: the sorted input of a well-formed state
+/// then builds the tree in one pass instead of one insertion per key.
+struct EntriesVisitor<K, V>(core::marker::PhantomData<(K, V)>);
+
+impl<'de, K, V> serde::de::Visitor<'de> for EntriesVisitor<K, V>
+where
+    K: Deserialize<'de> + Ord,
+    V: Deserialize<'de>,
+{
+    type Value = LwwMap<K, V>;
+
+    fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("a map of keys to last-writer-wins registers")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut access: A,
+    ) -> Result<Self::Value, A::Error> {
+        // Bounded, so a forged length cannot make us allocate much up front.
+        let mut items: Vec<(K, Lww<V>)> =
+            Vec::with_capacity(access.size_hint().unwrap_or(0).min(4_096));
+        while let Some((key, reg)) = access.next_entry::<K, Lww<V>>()? {
+            // A never-written register carries nothing: dropping it keeps equal states
+            // equal.
+            if !reg.is_bottom() {
+                items.push((key, reg));
+            }
+        }
+        // Sorted input (what every replica writes) builds in one pass; a key given
+        // twice keeps the last, as a map does.
+        let entries: BTreeMap<K, Lww<V>> = items.into_iter().collect();
         let live = entries.values().filter(|r| r.get().is_some()).count();
         Ok(LwwMap { entries, live })
     }
@@ -367,6 +400,25 @@ mod tests {
         let _ = left.merge(&right);
         assert_eq!(left.get("k"), None);
         assert_eq!(left, right);
+    }
+
+    #[test]
+    fn unsorted_input_decodes_sorted() {
+        let m = map(&[(1, 1, Some(1)), (2, 1, None), (3, 2, Some(3))]);
+        let reg = |v: u64, value: &str| {
+            format!(
+                r#"{{"stamp":{{"version":{v},"updated_at":0,"source":"00000000-0000-0000-0000-000000000001"}},"value":{value}}}"#
+            )
+        };
+        let shuffled = format!(
+            r#"{{"3":{},"1":{},"2":{}}}"#,
+            reg(2, "3"),
+            reg(1, "1"),
+            reg(1, "null")
+        );
+        let back: LwwMap<u32, u32> = serde_json::from_str(&shuffled).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.len(), 2);
     }
 
     #[test]

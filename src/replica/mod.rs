@@ -110,6 +110,8 @@ pub struct Stats {
     pub syncs_sent: u64,
     /// Sleeps (or freezes) detected.
     pub sleeps: u64,
+    /// Requests dropped from a full queue while no leader was known.
+    pub requests_dropped: u64,
 }
 
 /// One replica of a bundle `S`, with application requests of type `R`: a deterministic
@@ -436,7 +438,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         } else {
             match self.other_leader() {
                 Some(leader) => self.send_request(leader, &request, now),
-                None => self.queued_requests.push_back(request),
+                None => self.queue_request(request),
             }
         }
         self.end(now);
@@ -882,6 +884,16 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         }
     }
 
+    /// Keeps a request until a leader is known.
+    fn queue_request(&mut self, request: R) {
+        if self.queued_requests.len() >= MAX_QUEUED_REQUESTS {
+            self.queued_requests.pop_front();
+            self.stats.requests_dropped += 1;
+            tracing::warn!(source = %self.me, "no leader known: oldest queued request dropped");
+        }
+        self.queued_requests.push_back(request);
+    }
+
     fn request_received(&mut self, from: SourceId, to: Option<SourceId>, request: R, now: Now) {
         if self.config.mode == SyncMode::Distributed {
             return;
@@ -892,11 +904,15 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             // Addressed to a former leader: pass it on.
             match self.other_leader() {
                 Some(leader) => self.send_request(leader, &request, now),
-                None => self.queued_requests.push_back(request),
+                None => self.queue_request(request),
             }
         }
     }
 }
+
+/// How many requests wait for a leader at most; beyond, the oldest are dropped
+/// (and counted), so a group that never elects one cannot grow a replica without bound.
+const MAX_QUEUED_REQUESTS: usize = 1_024;
 
 /// A message's kind and its encoding.
 type Encoded = (&'static str, Result<Vec<u8>, DecodeError>);
