@@ -1,0 +1,194 @@
+//! Receiving: admitting, fencing and merging what peers send.
+
+use super::peers::Admit;
+use super::{Replica, State};
+use crate::bundle::{Bundle, Request};
+use crate::wire::{Body, Envelope};
+use crate::{Event, Merge, Now, Rejection, SourceId, SyncMode};
+
+impl<S: Bundle, R: Request> Replica<S, R> {
+    pub(super) fn receive(&mut self, env: Envelope<State<S>, R>, now: Now) {
+        let from = env.sender;
+        if from == self.me {
+            self.stats.ignored += 1;
+            return;
+        }
+        if let Err(crate::ClockError::AheadOfLocal {
+            remote_ms,
+            local_ms,
+            ..
+        }) = self.hlc.observe(env.hlc, now.wall_ms)
+        {
+            self.reject(Rejection::ClockAhead {
+                from,
+                ahead_ms: remote_ms - local_ms,
+            });
+            return;
+        }
+        match self
+            .peers
+            .admit(from, env.incarnation, env.seq, now.mono_ms)
+        {
+            Admit::Duplicate | Admit::Stale => {
+                self.stats.ignored += 1;
+                return;
+            }
+            Admit::Joined => self.events.push_back(Event::PeerJoined { peer: from }),
+            Admit::Fresh => {}
+        }
+        let leader_mode = self.config.mode == SyncMode::Leader;
+        match env.body {
+            Body::Delta { dseq, state } => {
+                if leader_mode && env.term < self.known_term {
+                    self.peers.delta(from, dseq, now.mono_ms);
+                    self.reject(Rejection::StaleTerm {
+                        from,
+                        term: env.term,
+                        known: self.known_term,
+                    });
+                    return;
+                }
+                let holder_of_term = self
+                    .state
+                    .lease
+                    .filter(|l| l.term == env.term)
+                    .map(|l| l.holder);
+                if leader_mode && holder_of_term.is_some_and(|h| h != from) {
+                    // Only the holder of a term writes in it: a follower (or a replica
+                    // configured for distributed mode) does not.
+                    self.peers.delta(from, dseq, now.mono_ms);
+                    self.reject(Rejection::WrongMode { from });
+                    return;
+                }
+                self.known_term = self.known_term.max(env.term);
+                self.peers.delta(from, dseq, now.mono_ms);
+                self.merge_state(&state, from, now);
+            }
+            Body::Lease { dseq, lease } => {
+                self.peers.delta(from, dseq, now.mono_ms);
+                let delta = State {
+                    lease: Some(lease),
+                    app: S::default(),
+                };
+                self.merge_state(&delta, from, now);
+            }
+            Body::FullSync { dseq, state, .. } => {
+                self.peers.full_state(from, dseq, now.mono_ms);
+                self.merge_state(&state, from, now);
+            }
+            Body::SyncRequest { to } => self.sync_requested(from, to, now),
+            Body::Request { to, request } => self.request_received(from, to, request, now),
+            Body::Heartbeat { dseq, digest } => {
+                let ours = self.digest();
+                self.peers.heartbeat(from, dseq, digest, ours, now.mono_ms);
+            }
+            Body::Goodbye => {
+                if self.peers.remove(from) {
+                    self.events.push_back(Event::PeerLeft {
+                        peer: from,
+                        said_goodbye: true,
+                    });
+                }
+                self.holder_left(from, now);
+            }
+        }
+    }
+
+    pub(super) fn reject(&mut self, reason: Rejection) {
+        tracing::debug!(source = %self.me, %reason, "message rejected");
+        self.stats.rejected += 1;
+        self.events.push_back(Event::MessageRejected { reason });
+    }
+
+    /// Merges a state (remote, restored or a local delta) and acts on what changed:
+    /// events, persistence, leadership.
+    pub(super) fn merge_state(&mut self, other: &State<S>, from: SourceId, now: Now) {
+        let lease = self.state.lease.merge(&other.lease);
+        let app = self.state.app.merge(&other.app);
+        let conflicts = lease.conflicts() + app.conflicts();
+        if conflicts > 0 {
+            self.stats.conflicts += u64::from(conflicts);
+            self.events.push_back(Event::ConflictDetected {
+                from,
+                count: conflicts,
+            });
+        }
+        if !lease.changed() && !app.changed() {
+            return;
+        }
+        self.stats.merges += 1;
+        self.digest = None;
+        self.mark_dirty(now);
+        if app.changed() {
+            self.events.push_back(Event::Changed {
+                fields: app.changed_fields(S::FIELDS).collect(),
+            });
+        }
+        if lease.changed() {
+            self.lease_changed(now);
+        }
+    }
+
+    pub(super) fn sync_requested(&mut self, from: SourceId, to: Option<SourceId>, now: Now) {
+        let answer = match to {
+            Some(target) => target == self.me,
+            // An open request: the leader answers; without one, the lowest id.
+            None => match self.leader() {
+                Some(leader) => leader == self.me,
+                None => self
+                    .peers
+                    .ids()
+                    .chain([from])
+                    .all(|id| self.me < id || id == from),
+            },
+        };
+        if !answer {
+            return;
+        }
+        let earliest = self.last_answer.map_or(now.mono_ms, |t| {
+            t.saturating_add(self.config.sync_answer_interval_ms)
+        });
+        self.answer_to = if self.answer_due.is_some() {
+            None
+        } else {
+            Some(from)
+        };
+        self.answer_due = Some(earliest.max(now.mono_ms));
+    }
+
+    pub(super) fn answer_sync(&mut self, now: Now) {
+        self.answer_due = None;
+        self.last_answer = Some(now.mono_ms);
+        self.stats.syncs_sent += 1;
+        let to = self.answer_to.take();
+        let (seq, hlc) = self.next_header(now);
+        let body = Body::FullSync {
+            to,
+            dseq: self.dseq,
+            state: &self.state,
+        };
+        let encoded = self.encode(seq, hlc, body);
+        self.push_encoded(encoded);
+    }
+
+    pub(super) fn request_received(
+        &mut self,
+        from: SourceId,
+        to: Option<SourceId>,
+        request: R,
+        now: Now,
+    ) {
+        if self.config.mode == SyncMode::Distributed {
+            return;
+        }
+        if self.leading.is_some() && to.is_none_or(|t| t == self.me) {
+            self.events.push_back(Event::Request { from, request });
+        } else if to == Some(self.me) {
+            // Addressed to a former leader: pass it on.
+            match self.other_leader() {
+                Some(leader) => self.send_request(leader, &request, now),
+                None => self.queue_request(request),
+            }
+        }
+    }
+}

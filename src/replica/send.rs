@@ -1,0 +1,121 @@
+//! Sending: flushing coalesced deltas, persisting, encoding envelopes.
+
+use super::{Replica, State};
+use crate::bundle::{Bundle, Request};
+use crate::store::Stored;
+use crate::wire::{Body, Envelope, SCHEMA_VERSION};
+use crate::{DecodeError, Merge, Now, SourceId};
+
+/// How many requests wait for a leader at most; beyond, the oldest are dropped
+/// (and counted), so a group that never elects one cannot grow a replica without bound.
+const MAX_QUEUED_REQUESTS: usize = 1_024;
+
+/// A message's kind and its encoding.
+type Encoded = (&'static str, Result<Vec<u8>, DecodeError>);
+
+impl<S: Bundle, R: Request> Replica<S, R> {
+    pub(super) fn mark_dirty(&mut self, now: Now) {
+        self.persist_dirty = true;
+        if self.flush_at.is_none() {
+            self.flush_at = Some(now.mono_ms.saturating_add(self.config.flush_interval_ms));
+        }
+    }
+
+    pub(super) fn queue_delta(&mut self, delta: State<S>, now: Now) {
+        match &mut self.pending {
+            Some(p) => {
+                let _ = p.merge(&delta);
+            }
+            None => self.pending = Some(delta),
+        }
+        self.mark_dirty(now);
+    }
+
+    /// Sends the coalesced delta and persists the state.
+    pub(super) fn flush(&mut self, now: Now) {
+        self.flush_at = None;
+        if let Some(delta) = self.pending.take() {
+            self.dseq += 1;
+            let body = Body::Delta {
+                dseq: self.dseq,
+                state: &delta,
+            };
+            self.encode_and_queue(body, now);
+        }
+        if self.persist_dirty && !self.store_blocked {
+            self.persist_dirty = false;
+            let stored = Stored {
+                schema: SCHEMA_VERSION,
+                updated_at: self.hlc.last_ms(),
+                source: self.me,
+                state: &self.state,
+            };
+            match self.config.store_codec.encode(&stored) {
+                Ok(bytes) => self.persist = Some(bytes),
+                Err(e) => {
+                    tracing::warn!(source = %self.me, error = %e, "state not persisted");
+                }
+            }
+        }
+    }
+
+    pub(super) fn send(&mut self, body: Body<&State<S>, &R>, now: Now) {
+        self.encode_and_queue(body, now);
+    }
+
+    pub(super) fn send_request(&mut self, leader: SourceId, request: &R, now: Now) {
+        let body = Body::Request {
+            to: Some(leader),
+            request,
+        };
+        self.encode_and_queue(body, now);
+    }
+
+    pub(super) fn encode_and_queue(&mut self, body: Body<&State<S>, &R>, now: Now) {
+        let (seq, hlc) = self.next_header(now);
+        let encoded = self.encode(seq, hlc, body);
+        self.push_encoded(encoded);
+    }
+
+    /// The sequence number and time of the next message.
+    pub(super) fn next_header(&mut self, now: Now) -> (u64, u64) {
+        self.seq += 1;
+        (self.seq, self.hlc.now(now.wall_ms))
+    }
+
+    pub(super) fn encode(&self, seq: u64, hlc: u64, body: Body<&State<S>, &R>) -> Encoded {
+        let kind = body.kind();
+        let envelope = Envelope {
+            schema: SCHEMA_VERSION,
+            sender: self.me,
+            incarnation: self.incarnation,
+            seq,
+            hlc,
+            term: self.known_term,
+            body,
+        };
+        (kind, self.config.wire_codec.encode(&envelope))
+    }
+
+    pub(super) fn push_encoded(&mut self, (kind, encoded): Encoded) {
+        match encoded {
+            Ok(bytes) => {
+                tracing::trace!(source = %self.me, kind, len = bytes.len(), "send");
+                self.stats.messages_out += 1;
+                self.stats.bytes_out += bytes.len() as u64;
+                self.transmit.push_back(bytes);
+            }
+            Err(e) => tracing::warn!(source = %self.me, kind, error = %e, "message not encodable"),
+        }
+    }
+
+    /// Keeps a request until a leader is known.
+    pub(super) fn queue_request(&mut self, request: R) {
+        if self.queued_requests.len() >= MAX_QUEUED_REQUESTS {
+            self.queued_requests.pop_front();
+            self.stats.requests_dropped += 1;
+            tracing::warn!(source = %self.me, "no leader known: oldest queued request dropped");
+        }
+        self.queued_requests.push_back(request);
+    }
+}
