@@ -1,0 +1,228 @@
+//! The application's side of a driver: a cloneable handle.
+
+use super::*;
+use crate::Lease;
+
+/// The application's side of a running replica. Clones share one replica.
+///
+/// Every call is a command to the driver's thread, handled in order with the
+/// transport's messages and the replica's timers; calls that answer wait for that
+/// answer. After a call returns, its outputs have been handed to the transport, the
+/// store and the subscribers (a write coalesced by `flush_interval_ms` goes out at the
+/// next flush).
+///
+/// The thread stops on [`leave`](Handle::leave), on [`crash`](Handle::crash), when
+/// its transport closes (it leaves then), or when the last handle is dropped: it leaves
+/// cleanly, and the drop waits for the thread to end. After that, calls return
+/// [`DriverError::Stopped`] and event streams disconnect once drained. See [`Driver`]
+/// for an example.
+pub struct Handle<S, R = ()> {
+    pub(super) inner: Arc<Inner<S, R>>,
+}
+
+impl<S, R> Clone for Handle<S, R> {
+    fn clone(&self) -> Self {
+        Handle {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<S, R> fmt::Debug for Handle<S, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle")
+            .field("source", &self.inner.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, R> Handle<S, R>
+where
+    S: Bundle + Send,
+    R: Request + Send,
+{
+    /// The replica's id.
+    pub fn source(&self) -> SourceId {
+        self.inner.source
+    }
+
+    /// Writes, as [`Replica::write`]: `f` gets the current state and a [`Writer`] and
+    /// returns the delta. `f` runs on the driver's thread: it must not call this
+    /// handle (that panics rather than deadlock).
+    ///
+    /// # Errors
+    ///
+    /// [`DriverError::Write`] with [`WriteError::NotLeader`] on a follower in leader
+    /// mode (send a [request](Handle::request) instead); [`DriverError::Stopped`].
+    pub fn write<F>(&self, f: F) -> Result<(), DriverError>
+    where
+        F: for<'w> FnOnce(&S, &mut Writer<'w>) -> S + Send + 'static,
+    {
+        self.call(move |r, now| r.write(now, f))??;
+        Ok(())
+    }
+
+    /// Sends an application request, as [`Replica::request`]: it surfaces as
+    /// [`Event::Request`] at the leader (or here, in distributed mode).
+    ///
+    /// # Errors
+    ///
+    /// [`DriverError::Stopped`].
+    pub fn request(&self, request: R) -> Result<(), DriverError> {
+        self.call(move |r, now| r.request(now, request))??;
+        Ok(())
+    }
+
+    /// A copy of the current state.
+    ///
+    /// # Errors
+    ///
+    /// [`DriverError::Stopped`].
+    pub fn state(&self) -> Result<S, DriverError> {
+        self.call(|r, _| r.state().clone())
+    }
+
+    /// Whether the replica acts as leader; `false` once stopped.
+    pub fn is_leader(&self) -> bool {
+        self.call(|r, _| r.is_leader()).unwrap_or(false)
+    }
+
+    /// The lease holder as the replica knows it; `None` once stopped.
+    pub fn leader(&self) -> Option<SourceId> {
+        self.call(|r, _| r.leader()).ok().flatten()
+    }
+
+    /// The latest lease record the replica knows (its term is the fencing token);
+    /// `None` before any, or once stopped.
+    pub fn lease(&self) -> Option<Lease> {
+        self.call(|r, _| r.lease().copied()).ok().flatten()
+    }
+
+    /// The replica's counters.
+    ///
+    /// # Errors
+    ///
+    /// [`DriverError::Stopped`].
+    pub fn stats(&self) -> Result<Stats, DriverError> {
+        self.call(|r, _| *r.stats())
+    }
+
+    /// A stream of the replica's events from now on. Read it or drop it: it is
+    /// unbounded. It disconnects when the driver stops. ([`Driver::subscribe`]
+    /// subscribes before the start.)
+    pub fn subscribe(&self) -> Receiver<Event<R>> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        // If the driver has stopped, `tx` is dropped with the command and `rx` is
+        // disconnected, as a stream of a stopped driver should be.
+        let _ = self.inner.commands.send(Command::Subscribe(tx));
+        rx
+    }
+
+    /// Passes a lifecycle signal to the replica. [`Lifecycle::Leave`] is
+    /// [`leave`](Handle::leave).
+    ///
+    /// # Errors
+    ///
+    /// [`DriverError::Stopped`].
+    pub fn lifecycle(&self, signal: Lifecycle) -> Result<(), DriverError> {
+        if signal == Lifecycle::Leave {
+            return self.leave();
+        }
+        self.call(move |r, now| r.handle_lifecycle(signal, now))
+    }
+
+    /// Leaves: pending writes go out, a leader releases the lease (a successor takes
+    /// over at once), the replica says goodbye, and the thread ends. Returns once it
+    /// has ended.
+    ///
+    /// # Errors
+    ///
+    /// [`DriverError::Stopped`] when the driver had already stopped.
+    pub fn leave(&self) -> Result<(), DriverError> {
+        self.stop(Command::Leave)
+    }
+
+    /// Stops the thread *without* leaving, as if the process were killed: no goodbye,
+    /// no release, nothing pending is sent; the transport is dropped. Peers notice by
+    /// timeout, and in leader mode elect a successor once the lease expires. For tests
+    /// and demonstrations.
+    ///
+    /// # Errors
+    ///
+    /// [`DriverError::Stopped`] when the driver had already stopped.
+    pub fn crash(&self) -> Result<(), DriverError> {
+        self.stop(Command::Crash)
+    }
+
+    fn stop(&self, command: Command<S, R>) -> Result<(), DriverError> {
+        let sent = self.inner.commands.send(command);
+        self.inner.join();
+        sent.map_err(|_| DriverError::Stopped)
+    }
+
+    /// Runs `f` on the driver's thread and waits for its result, which is sent back
+    /// only after the outputs of `f` were drained.
+    ///
+    /// # Panics
+    ///
+    /// On the driver's own thread (a handle used inside a write closure), which would
+    /// otherwise wait for itself forever.
+    fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Replica<S, R>, crate::Now) -> T + Send + 'static,
+    ) -> Result<T, DriverError> {
+        assert!(
+            self.inner.thread_id != std::thread::current().id(),
+            "a replisync Handle was called from inside its own write closure; \
+             that would deadlock: compute what you need before calling write"
+        );
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let call: Call<S, R> = Box::new(move |replica, now| {
+            let value = f(replica, now);
+            Box::new(move || {
+                let _ = tx.send(value);
+            })
+        });
+        self.inner
+            .commands
+            .send(Command::Call(call))
+            .map_err(|_| DriverError::Stopped)?;
+        rx.recv().map_err(|_| DriverError::Stopped)
+    }
+}
+
+/// What all clones of a handle share. Dropping it (with the last handle) disconnects
+/// the command channel, which makes the thread leave, and waits for the thread.
+pub(super) struct Inner<S, R> {
+    pub(super) source: SourceId,
+    pub(super) commands: Sender<Command<S, R>>,
+    pub(super) thread_id: ThreadId,
+    pub(super) thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl<S, R> Inner<S, R> {
+    /// Waits for the thread to end (at most once; later callers wait for the first).
+    fn join(&self) {
+        let mut thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(t) = thread.take() {
+            // A handle dropped on the driver's own thread cannot wait for it.
+            if self.thread_id == std::thread::current().id() {
+                return;
+            }
+            if t.join().is_err() {
+                tracing::error!(source = %self.source, "the driver thread panicked");
+            }
+        }
+    }
+}
+
+impl<S, R> Drop for Inner<S, R> {
+    fn drop(&mut self) {
+        // Disconnect: swap the only sender for one of a channel nobody reads.
+        drop(std::mem::replace(
+            &mut self.commands,
+            crossbeam_channel::unbounded().0,
+        ));
+        self.join();
+    }
+}

@@ -1,0 +1,403 @@
+//! The native driver: runs one [`Replica`] on its own thread and hands the application
+//! a cloneable [`Handle`].
+//!
+//! The thread owns the replica, its [`Transport`], a [`Clock`] and an optional
+//! [`Store`]. It waits, with `crossbeam_channel::select!` and no polling, on three
+//! things at once: bytes from the transport, a command from a handle, and the replica's
+//! next deadline. After each input it drains the replica's outputs: messages to the
+//! transport, bytes to the store, events to every subscriber.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{JoinHandle, ThreadId};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::bundle::{Bundle, Request};
+use crate::{
+    Clock, Degradation, Event, Lifecycle, Replica, SourceId, Stats, SystemClock, Transport,
+    WriteError, Writer,
+};
+
+mod handle;
+mod store;
+#[cfg(test)]
+mod tests;
+
+pub use handle::Handle;
+use handle::Inner;
+use store::DynStore;
+pub use store::{MemoryStore, Store};
+
+/// Why a call on a [`Handle`] failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DriverError {
+    /// The driver's thread has stopped: the replica left, crashed, or its transport
+    /// closed. Spawn a new driver to take part again.
+    Stopped,
+    /// The replica refused the write or request.
+    Write(WriteError),
+}
+
+impl fmt::Display for DriverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DriverError::Stopped => write!(
+                f,
+                "the replica's driver has stopped (it left, crashed or lost its transport); spawn a new one"
+            ),
+            DriverError::Write(e) => fmt::Display::fmt(e, f),
+        }
+    }
+}
+
+impl std::error::Error for DriverError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DriverError::Stopped => None,
+            DriverError::Write(e) => Some(e),
+        }
+    }
+}
+
+impl From<WriteError> for DriverError {
+    fn from(e: WriteError) -> Self {
+        DriverError::Write(e)
+    }
+}
+
+/// Sets up a native driver: give it a replica and a transport, optionally a clock, a
+/// store and early subscribers, then [`spawn`](Driver::spawn) it.
+///
+/// # Time
+///
+/// The driver reads its [`Clock`] for the `now` of every call and turns the replica's
+/// deadlines into real timers, so the clock must run at real speed
+/// ([`SystemClock`], the default). Build the replica with a reading of **the same
+/// clock** (`SystemClock` is `Copy`): [`Replica::new`] takes its first `now` from the
+/// caller, and a reading from another clock's monotonic frame would shift its first
+/// timers.
+///
+/// # Errors and degradation
+///
+/// A failed broadcast or save is logged (`tracing::warn!`) and reported to subscribers
+/// as [`Event::Degraded`] with [`Degradation::Transport`]: once when failures start,
+/// not again until an operation of that kind has succeeded. The replica itself does not
+/// hear of it: its protocol already tolerates lost messages, and it persists the whole
+/// state again after its next change. A store that cannot be loaded is reported the
+/// same way, and then never saved to.
+///
+/// ```
+/// use crossbeam_channel::RecvTimeoutError;
+/// use replisync::{impl_merge, Clock, Config, Driver, Event, Hub, Lww, Replica, SourceId, SystemClock};
+/// use serde::{Deserialize, Serialize};
+/// use std::time::Duration;
+///
+/// #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// struct Doc { title: Lww<String> }
+/// impl_merge!(Doc { title });
+///
+/// let (hub, clock) = (Hub::new(), SystemClock::new());
+/// let spawn = |n: u128| {
+///     let replica: Replica<Doc> =
+///         Replica::new(Config::distributed(), SourceId::from_u128(n), clock.now()).unwrap();
+///     let mut driver = Driver::new(replica, hub.connect()).clock(clock);
+///     let events = driver.subscribe(); // subscribed before the thread starts: nothing missed
+///     (driver.spawn().unwrap(), events)
+/// };
+/// let (alice, _) = spawn(1);
+/// let (bob, bob_events) = spawn(2);
+///
+/// alice.write(|doc, w| Doc { title: doc.title.write("hello".into(), w) })?;
+/// loop {
+///     match bob_events.recv_timeout(Duration::from_secs(10)) {
+///         Ok(Event::Changed { fields }) if fields.contains(&"title") => break,
+///         Ok(_) => continue,
+///         Err(e) => panic!("bob never saw the write: {e}"),
+///     }
+/// }
+/// assert_eq!(bob.state()?.title.get().map(String::as_str), Some("hello"));
+///
+/// alice.leave()?; // a goodbye, then alice's thread ends
+/// drop(bob); // the last handle: bob leaves too, and his event stream closes
+/// while bob_events.recv_timeout(Duration::from_secs(10)).is_ok() {}
+/// # Ok::<(), replisync::DriverError>(())
+/// ```
+pub struct Driver<S, R, T> {
+    replica: Replica<S, R>,
+    transport: T,
+    clock: Box<dyn Clock + Send>,
+    store: Option<Box<dyn DynStore>>,
+    subscribers: Vec<Sender<Event<R>>>,
+}
+
+impl<S, R, T> fmt::Debug for Driver<S, R, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Driver")
+            .field("replica", &self.replica)
+            .field("store", &self.store.is_some())
+            .field("subscribers", &self.subscribers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, R, T> Driver<S, R, T>
+where
+    S: Bundle + Send,
+    R: Request + Send,
+    T: Transport,
+{
+    /// A driver for `replica` over `transport`, on a fresh [`SystemClock`], without a
+    /// store.
+    pub fn new(replica: Replica<S, R>, transport: T) -> Self {
+        Driver {
+            replica,
+            transport,
+            clock: Box::new(SystemClock::new()),
+            store: None,
+            subscribers: Vec::new(),
+        }
+    }
+
+    /// Reads time from `clock` (the one the replica was built with).
+    pub fn clock(mut self, clock: impl Clock + Send + 'static) -> Self {
+        self.clock = Box::new(clock);
+        self
+    }
+
+    /// Restores from `store` when spawned, and saves every state the replica persists.
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Some(Box::new(store));
+        self
+    }
+
+    /// A stream of the replica's events from its very start (a restore, the first
+    /// leadership). [`Handle::subscribe`] subscribes later.
+    pub fn subscribe(&mut self) -> Receiver<Event<R>> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.subscribers.push(tx);
+        rx
+    }
+
+    /// Loads the store (if any) into the replica, then starts the thread, named
+    /// `replisync-` and the first 8 hex digits of the replica's source id.
+    ///
+    /// # Errors
+    ///
+    /// The operating system refused to start a thread.
+    pub fn spawn(self) -> std::io::Result<Handle<S, R>> {
+        let Driver {
+            mut replica,
+            transport,
+            clock,
+            mut store,
+            subscribers,
+        } = self;
+        let source = replica.source();
+        let mut early = Vec::new();
+        if let Some(s) = store.as_mut() {
+            match s.load() {
+                // A decode error is the replica's to report (an event) and to honour
+                // (it never persists over those bytes).
+                Ok(Some(bytes)) => {
+                    let _ = replica.restore(&bytes, clock.now());
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(%source, error = %e, "store not loaded; it will not be saved to");
+                    store = None;
+                    early.push(Event::Degraded {
+                        reason: Degradation::Store(format!(
+                            "the store could not be loaded ({e}); nothing is saved to it while this driver runs"
+                        )),
+                    });
+                }
+            }
+        }
+        let (commands, inbox) = crossbeam_channel::unbounded();
+        let incoming = transport.incoming();
+        let mut runner = Runner {
+            replica,
+            transport,
+            incoming,
+            inbox,
+            clock,
+            store,
+            subscribers,
+            send_failing: false,
+            save_failing: false,
+            last_timeout_ms: None,
+        };
+        for event in early {
+            runner.publish(event);
+        }
+        let thread = std::thread::Builder::new()
+            .name(format!("replisync-{:08x}", source.as_u128() >> 96))
+            .spawn(move || runner.run())?;
+        Ok(Handle {
+            inner: Arc::new(Inner {
+                source,
+                commands,
+                thread_id: thread.thread().id(),
+                thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+}
+
+/// A call run on the driver's thread; it returns the reply to send once the outputs
+/// are drained.
+type Call<S, R> = Box<dyn FnOnce(&mut Replica<S, R>, crate::Now) -> Reply + Send>;
+type Reply = Box<dyn FnOnce() + Send>;
+
+enum Command<S, R> {
+    Call(Call<S, R>),
+    Subscribe(Sender<Event<R>>),
+    Leave,
+    Crash,
+}
+
+/// The driver's thread: owns the replica and everything it talks to.
+struct Runner<S, R, T> {
+    replica: Replica<S, R>,
+    transport: T,
+    incoming: Receiver<Vec<u8>>,
+    inbox: Receiver<Command<S, R>>,
+    clock: Box<dyn Clock + Send>,
+    store: Option<Box<dyn DynStore>>,
+    subscribers: Vec<Sender<Event<R>>>,
+    send_failing: bool,
+    save_failing: bool,
+    /// The monotonic ms of the last timeout handled, so that a deadline that does not
+    /// move forward waits a millisecond instead of spinning.
+    last_timeout_ms: Option<u64>,
+}
+
+/// How a run ends.
+enum Exit {
+    Leave,
+    Crash,
+}
+
+impl<S, R, T> Runner<S, R, T>
+where
+    S: Bundle + Send,
+    R: Request + Send,
+    T: Transport,
+{
+    fn run(mut self) {
+        let source = self.replica.source();
+        tracing::debug!(%source, "driver started");
+        self.drain();
+        let exit = loop {
+            let timer = self.timer();
+            crossbeam_channel::select! {
+                recv(self.incoming) -> bytes => match bytes {
+                    Ok(bytes) => {
+                        let now = self.clock.now();
+                        self.replica.handle_message(&bytes, now);
+                    }
+                    Err(_) => {
+                        tracing::warn!(%source, "transport closed; leaving");
+                        self.publish(Event::Degraded {
+                            reason: Degradation::Transport(
+                                "the transport closed; the replica left and its driver stopped".into(),
+                            ),
+                        });
+                        break Exit::Leave;
+                    }
+                },
+                recv(self.inbox) -> command => match command {
+                    Ok(Command::Call(call)) => {
+                        let reply = call(&mut self.replica, self.clock.now());
+                        self.drain();
+                        reply();
+                        continue;
+                    }
+                    Ok(Command::Subscribe(tx)) => self.subscribers.push(tx),
+                    Ok(Command::Leave) | Err(_) => break Exit::Leave,
+                    Ok(Command::Crash) => break Exit::Crash,
+                },
+                recv(timer) -> _ => {
+                    let now = self.clock.now();
+                    self.last_timeout_ms = Some(now.mono_ms);
+                    self.replica.handle_timeout(now);
+                }
+            }
+            self.drain();
+        };
+        match exit {
+            Exit::Leave => {
+                let now = self.clock.now();
+                self.replica.handle_lifecycle(Lifecycle::Leave, now);
+                self.drain();
+                tracing::debug!(%source, "driver stopped after leaving");
+            }
+            Exit::Crash => tracing::debug!(%source, "driver crashed on purpose"),
+        }
+    }
+
+    /// A channel that fires at the replica's next deadline.
+    fn timer(&self) -> Receiver<Instant> {
+        let Some(deadline) = self.replica.poll_timeout() else {
+            return crossbeam_channel::never();
+        };
+        let deadline = match self.last_timeout_ms {
+            Some(last) => deadline.max(last.saturating_add(1)),
+            None => deadline,
+        };
+        let wait = deadline.saturating_sub(self.clock.now().mono_ms);
+        crossbeam_channel::after(Duration::from_millis(wait))
+    }
+
+    /// Hands every output of the replica to the transport, the store and the
+    /// subscribers.
+    fn drain(&mut self) {
+        while let Some(bytes) = self.replica.poll_transmit() {
+            match self.transport.broadcast(&bytes) {
+                Ok(()) => self.send_failing = false,
+                Err(e) => {
+                    let source = self.replica.source();
+                    tracing::debug!(%source, error = %e, "broadcast failed");
+                    if !self.send_failing {
+                        self.send_failing = true;
+                        tracing::warn!(%source, error = %e, "broadcasts are failing");
+                        self.publish(Event::Degraded {
+                            reason: Degradation::Transport(format!("broadcast failed: {e}")),
+                        });
+                    }
+                }
+            }
+        }
+        if let Some(bytes) = self.replica.poll_persist() {
+            if let Some(store) = self.store.as_mut() {
+                match store.save(&bytes) {
+                    Ok(()) => self.save_failing = false,
+                    Err(e) => {
+                        let source = self.replica.source();
+                        tracing::debug!(%source, error = %e, "save failed");
+                        if !self.save_failing {
+                            self.save_failing = true;
+                            tracing::warn!(%source, error = %e, "saves are failing");
+                            self.publish(Event::Degraded {
+                                reason: Degradation::Store(format!(
+                                    "the state could not be saved: {e}"
+                                )),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        while let Some(event) = self.replica.poll_event() {
+            self.publish(event);
+        }
+    }
+
+    /// Sends `event` to every subscriber still listening, and forgets the others.
+    fn publish(&mut self, event: Event<R>) {
+        self.subscribers.retain(|s| s.send(event.clone()).is_ok());
+    }
+}
