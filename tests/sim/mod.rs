@@ -219,6 +219,8 @@ pub struct World {
     holders: BTreeMap<u64, SourceId>,
     /// A running hash of everything that happened, for the determinism check.
     pub trace: u64,
+    /// Where events go as well, while a scenario logs them.
+    pub log: Option<Vec<Logged>>,
     pub deliveries: u64,
     pub leader_gains: u64,
     pub rejected: u64,
@@ -258,6 +260,7 @@ impl World {
             written: BTreeMap::new(),
             holders: BTreeMap::new(),
             trace: 0xcbf2_9ce4_8422_2325,
+            log: None,
             deliveries: 0,
             leader_gains: 0,
             rejected: 0,
@@ -410,6 +413,13 @@ impl World {
                 hash_in(&mut self.trace, format!("{i}{event:?}").as_bytes());
                 if verbose() && !matches!(event, Event::Changed { .. }) {
                     println!("t={now_world} node{i} mono={} {event:?}", node.mono);
+                }
+                if let Some(log) = self.log.as_mut() {
+                    log.push(Logged {
+                        at: now_world,
+                        node: i,
+                        event: event.clone(),
+                    });
                 }
                 match event {
                     Event::Request { request, .. } => writes.push(request),
@@ -913,45 +923,29 @@ pub struct Logged {
 
 /// Helpers for scripted scenarios that assert on events (tests/scenarios.rs).
 impl World {
-    /// Like `run_until(until, false)`, but every event a replica raises is also appended
-    /// to `log`. Requests are still answered as `drain` answers them; the events of the
-    /// answering write itself (a `Changed` at the leader) are not logged, and the logged
-    /// events do not enter the determinism trace.
+    /// Runs `f` with every event a replica raises also appended to `log` (with its time
+    /// and node), answering requests as usual.
+    fn logging<T>(&mut self, log: &mut Vec<Logged>, f: impl FnOnce(&mut World) -> T) -> T {
+        self.log = Some(std::mem::take(log));
+        let out = f(self);
+        *log = self.log.take().unwrap_or_default();
+        out
+    }
+
+    /// Like `run_until(until, false)`, logging every event to `log`.
     pub fn run_logged(&mut self, until: u64, log: &mut Vec<Logged>) -> Check {
-        loop {
-            let mut next = until;
-            if let Some(t) = self.net.next_due() {
-                next = next.min(t);
-            }
-            for i in 0..self.nodes.len() {
-                let n = &self.nodes[i];
-                for t in [self.timeout_of(i), n.asleep_until, n.down_until]
-                    .into_iter()
-                    .flatten()
-                {
-                    next = next.min(t);
-                }
-            }
-            if next > until {
-                break;
-            }
-            self.advance(next);
-            self.step_logged(log)?;
-            if self.time >= until && self.net.next_due().is_none_or(|t| t > until) {
-                break;
-            }
-        }
-        self.advance(until);
-        Ok(())
+        self.logging(log, |w| w.run_until(until, false))
     }
 
     /// Node `i` gets a lifecycle signal; its events go to `log`.
     pub fn signal(&mut self, i: usize, signal: Lifecycle, log: &mut Vec<Logged>) -> Check {
-        let now = self.now(i);
-        if let Some(r) = self.nodes[i].replica.as_mut() {
-            r.handle_lifecycle(signal, now);
-        }
-        self.drain_logged(i, log)
+        self.logging(log, |w| {
+            let now = w.now(i);
+            if let Some(r) = w.nodes[i].replica.as_mut() {
+                r.handle_lifecycle(signal, now);
+            }
+            w.drain(i)
+        })
     }
 
     /// Node `i`, frozen (put to `sleep`), is resumed by the page: `Lifecycle::Resume` is
@@ -959,71 +953,5 @@ impl World {
     pub fn resume(&mut self, i: usize, log: &mut Vec<Logged>) -> Check {
         self.nodes[i].asleep_until = None;
         self.signal(i, Lifecycle::Resume, log)
-    }
-
-    /// `step` without the workload, logging events.
-    fn step_logged(&mut self, log: &mut Vec<Logged>) -> Check {
-        for i in 0..self.nodes.len() {
-            if self.nodes[i].asleep_until.is_some_and(|t| t <= self.time) {
-                // `wake`, logged.
-                self.nodes[i].asleep_until = None;
-                let now = self.now(i);
-                if let Some(r) = self.nodes[i].replica.as_mut() {
-                    r.handle_timeout(now);
-                }
-                self.drain_logged(i, log)?;
-            }
-            if self.nodes[i].down_until.is_some_and(|t| t <= self.time) {
-                self.start(i);
-            }
-        }
-        while let Some(d) = self.net.poll_deliver(self.time) {
-            let i = d.to.as_u64() as usize;
-            self.deliveries += 1;
-            if !self.nodes[i].awake() {
-                continue;
-            }
-            let now = self.now(i);
-            if let Some(r) = self.nodes[i].replica.as_mut() {
-                r.handle_message(&d.bytes, now);
-            }
-            self.drain_logged(i, log)?;
-        }
-        for i in 0..self.nodes.len() {
-            if self.timeout_of(i).is_some_and(|t| t <= self.time) {
-                let now = self.now(i);
-                if let Some(r) = self.nodes[i].replica.as_mut() {
-                    r.handle_timeout(now);
-                }
-                self.drain_logged(i, log)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Takes node `i`'s events into `log`, then drains the rest as `drain` does and
-    /// answers the requests among them.
-    fn drain_logged(&mut self, i: usize, log: &mut Vec<Logged>) -> Check {
-        let mut requests = Vec::new();
-        if let Some(r) = self.nodes[i].replica.as_mut() {
-            while let Some(event) = r.poll_event() {
-                match &event {
-                    Event::Request { request, .. } => requests.push(request.clone()),
-                    Event::LeadershipGained { .. } => self.leader_gains += 1,
-                    Event::MessageRejected { .. } => self.rejected += 1,
-                    _ => {}
-                }
-                log.push(Logged {
-                    at: self.time,
-                    node: i,
-                    event,
-                });
-            }
-        }
-        self.drain(i)?;
-        for request in requests {
-            self.apply(i, request)?;
-        }
-        Ok(())
     }
 }
