@@ -29,11 +29,14 @@ pub trait LeaseAuthority: Send {
     fn renew(&mut self, holder: SourceId, term: u64, duration_ms: u64) -> bool;
     /// Gives up `holder`'s grant of `term` (no effect if it does not hold it).
     fn release(&mut self, holder: SourceId, term: u64);
-    /// Whether `holder` still holds an unexpired grant of `term`, as the authority
-    /// knows now. The holder asks before every input it acts on, so a holder that
-    /// slept through its grant's expiry without noticing (a monotonic clock that stopped
-    /// while the wall clock was set back) does not act on waking.
-    fn holds(&self, holder: SourceId, term: u64) -> bool;
+    /// How long `holder`'s grant of `term` has left, in ms, as the authority knows now;
+    /// `None` when it holds no unexpired grant of `term`.
+    ///
+    /// The holder asks before every input it acts on, and schedules a check for when
+    /// the grant is about to run out: a holder whose monotonic clock stopped while it
+    /// slept (and whose wall clock was set back, hiding the sleep) still stops acting
+    /// before the authority can grant the lease to anyone else.
+    fn remaining_ms(&self, holder: SourceId, term: u64) -> Option<u64>;
 }
 
 /// The in-process authority: a grant behind a mutex, shared by clones, timed by the
@@ -130,8 +133,11 @@ impl LeaseAuthority for MutexAuthority {
         })
     }
 
-    fn holds(&self, holder: SourceId, term: u64) -> bool {
-        self.holder() == Some((holder, term))
+    fn remaining_ms(&self, holder: SourceId, term: u64) -> Option<u64> {
+        self.with(|s, now| {
+            (s.holder == Some(holder) && s.term == term && now < s.expires_at_ms)
+                .then(|| s.expires_at_ms - now)
+        })
     }
 
     fn release(&mut self, holder: SourceId, term: u64) {
@@ -171,6 +177,8 @@ mod tests {
         auth.release(B, 1);
         auth.release(A, 0);
         assert_eq!(auth.holder(), Some((A, 1)));
+        assert_eq!(auth.remaining_ms(A, 1), Some(100));
+        assert_eq!(auth.remaining_ms(B, 1), None);
         clock.advance(50);
         assert!(auth.renew(A, 1, 100));
         clock.advance(99);

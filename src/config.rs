@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Codec, LeaseConfig, DEFAULT_MAX_DRIFT_MS};
+use crate::{Codec, LeaseConfig, LeaseConfigError, DEFAULT_MAX_DRIFT_MS};
 
 /// Who writes.
 ///
@@ -104,6 +104,15 @@ impl Config {
     ///
     /// [`ConfigError`] naming the setting to change.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        // Timings read back with serde skipped `LeaseConfig::new`: check them again.
+        let l = &self.lease;
+        LeaseConfig::new(
+            l.duration_ms(),
+            l.renew_deadline_ms(),
+            l.renew_interval_ms(),
+            l.max_delay_ms(),
+        )
+        .map_err(ConfigError::Lease)?;
         if self.heartbeat_interval_ms == 0 {
             return Err(ConfigError::ZeroHeartbeat);
         }
@@ -126,6 +135,8 @@ impl Config {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// The lease timings contradict each other.
+    Lease(LeaseConfigError),
     /// The heartbeat interval was zero.
     ZeroHeartbeat,
     /// A peer would be declared gone between two of its heartbeats.
@@ -145,6 +156,7 @@ pub enum ConfigError {
 impl core::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
+            ConfigError::Lease(e) => write!(f, "lease timings: {e}"),
             ConfigError::ZeroHeartbeat => write!(f, "heartbeat_interval_ms must be above zero"),
             ConfigError::PeerTimeoutTooShort {
                 peer_timeout_ms,
@@ -162,4 +174,34 @@ impl core::fmt::Display for ConfigError {
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Lease(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timings_read_back_are_checked_again() {
+        let mut json = serde_json::to_value(Config::default()).unwrap();
+        json["lease"]["max_delay_ms"] = 5_000.into();
+        let config: Config = serde_json::from_value(json).unwrap();
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::Lease(LeaseConfigError::DelayTooLong { .. }))
+        ));
+        let mut bad = Config::default();
+        bad.peer_timeout_ms = bad.heartbeat_interval_ms;
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::PeerTimeoutTooShort { .. })
+        ));
+        assert!(Config::default().validate().is_ok());
+    }
+}

@@ -108,7 +108,8 @@ impl Merge for Lease {
 }
 
 /// The lease timings, validated as client-go validates its leader election:
-/// `duration > renew_deadline > 1.2 × renew_interval`.
+/// `duration > renew_deadline > 1.2 × renew_interval`, and
+/// `max_delay < duration - renew_deadline`.
 ///
 /// - `duration_ms`: how long a lease lasts after its last renewal, as followers measure
 ///   it on their own monotonic clocks.
@@ -177,6 +178,12 @@ impl LeaseConfig {
                 renew_interval_ms,
             });
         }
+        if max_delay_ms >= duration_ms - renew_deadline_ms {
+            return Err(LeaseConfigError::DelayTooLong {
+                max_delay_ms,
+                slack_ms: duration_ms - renew_deadline_ms,
+            });
+        }
         Ok(LeaseConfig {
             duration_ms,
             renew_deadline_ms,
@@ -216,6 +223,15 @@ pub enum LeaseConfigError {
         /// The deadline given.
         renew_deadline_ms: u64,
     },
+    /// The allowed message delay was not shorter than `duration - renew_deadline`: a
+    /// holder with a lease authority stops this long before its grant runs out, and
+    /// would have no time left to lead.
+    DelayTooLong {
+        /// The delay given.
+        max_delay_ms: u64,
+        /// `duration - renew_deadline`, which it must stay below.
+        slack_ms: u64,
+    },
     /// The renew deadline left no room for a retry (it must exceed 1.2 × the interval).
     RenewIntervalTooLong {
         /// The deadline given.
@@ -238,6 +254,14 @@ impl fmt::Display for LeaseConfigError {
                 f,
                 "the renew deadline ({renew_deadline_ms} ms) must be shorter than the lease \
                  duration ({duration_ms} ms), or followers may take over while the holder still acts"
+            ),
+            LeaseConfigError::DelayTooLong {
+                max_delay_ms,
+                slack_ms,
+            } => write!(
+                f,
+                "the allowed delay ({max_delay_ms} ms) must be shorter than duration - renew \
+                 deadline ({slack_ms} ms); lengthen the lease or shorten the delay"
             ),
             LeaseConfigError::RenewIntervalTooLong {
                 renew_deadline_ms,
@@ -628,6 +652,13 @@ mod tests {
         assert_eq!(
             LeaseConfig::new(3_000, 2_000, 0, 0),
             Err(LeaseConfigError::ZeroRenewInterval)
+        );
+        assert_eq!(
+            LeaseConfig::new(3_000, 2_000, 1_000, 1_000),
+            Err(LeaseConfigError::DelayTooLong {
+                max_delay_ms: 1_000,
+                slack_ms: 1_000
+            })
         );
         let msg = LeaseConfig::new(3_000, 1_000, 1_000, 0)
             .unwrap_err()

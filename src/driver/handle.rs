@@ -82,9 +82,15 @@ where
         self.call(|r, _| r.state().clone())
     }
 
-    /// Whether the replica acts as leader; `false` once stopped.
+    /// Whether the replica acts as leader now; `false` once stopped. The replica
+    /// re-validates its lease (renew deadline, authority grant) at the moment of the
+    /// question, so an answer is never older than the call.
     pub fn is_leader(&self) -> bool {
-        self.call(|r, _| r.is_leader()).unwrap_or(false)
+        self.call(|r, now| {
+            r.handle_timeout(now);
+            r.is_leader()
+        })
+        .unwrap_or(false)
     }
 
     /// The lease holder as the replica knows it; `None` once stopped.

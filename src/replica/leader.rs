@@ -17,12 +17,19 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             .is_leader(self.state.lease.as_ref(), self.me, now.mono_ms)
         {
             self.lose(term, LeadershipLoss::RenewDeadline, now);
-        } else if self
-            .authority
-            .as_ref()
-            .is_some_and(|a| !a.holds(self.me, term))
-        {
-            self.lose(term, LeadershipLoss::AuthorityRefused, now);
+        } else if let Some(authority) = self.authority.as_ref() {
+            // Stop a margin (the allowed delay) before the grant runs out, as the renew
+            // deadline stops the holder before followers count the lease expired.
+            let margin = self.config.lease.max_delay_ms();
+            match authority.remaining_ms(self.me, term) {
+                Some(left) if left > margin => {
+                    self.authority_until = Some(now.mono_ms + (left - margin));
+                }
+                _ => {
+                    self.authority_until = None;
+                    self.lose(term, LeadershipLoss::AuthorityRefused, now);
+                }
+            }
         }
     }
 
@@ -78,7 +85,13 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             return None;
         }
         if self.leading.is_some() {
-            return Some(self.watch.renew_at().min(self.watch.renew_deadline_at()));
+            let until = self.authority_until.unwrap_or(u64::MAX);
+            return Some(
+                self.watch
+                    .renew_at()
+                    .min(self.watch.renew_deadline_at())
+                    .min(until),
+            );
         }
         self.claim_at()
     }
@@ -98,6 +111,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
                     .saturating_add(self.config.lease.renew_interval_ms());
                 return;
             }
+            self.authority_until = Some(self.authority_deadline(next.duration_ms, now));
         }
         tracing::debug!(source = %self.me, term = next.term, "lease claimed");
         self.leading = Some(next.term);
@@ -122,6 +136,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
                 self.lose(term, LeadershipLoss::AuthorityRefused, now);
                 return;
             }
+            self.authority_until = Some(self.authority_deadline(lease.duration_ms, now));
         }
         match self.watch.try_renew(&lease, self.me, now.mono_ms) {
             Ok(next) => self.publish_lease(next, now),
@@ -146,7 +161,16 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         self.send(body, now);
     }
 
+    /// When a grant of `duration_ms` made now must be checked again (a margin before
+    /// it runs out).
+    fn authority_deadline(&self, duration_ms: u64, now: Now) -> u64 {
+        let margin = self.config.lease.max_delay_ms();
+        now.mono_ms
+            .saturating_add(duration_ms.saturating_sub(margin))
+    }
+
     fn lose(&mut self, term: u64, reason: LeadershipLoss, now: Now) {
+        self.authority_until = None;
         if self.leading.take().is_none() {
             return;
         }

@@ -175,6 +175,9 @@ pub struct Replica<S, R = ()> {
     authority: Option<Box<dyn LeaseAuthority>>,
     /// The term this replica acts as leader in.
     leading: Option<u64>,
+    /// With an authority: when (local monotonic ms) the leader must check its grant
+    /// again, before it can run out.
+    authority_until: Option<u64>,
     /// The highest term seen in any record or message.
     known_term: u64,
     /// The leader last announced in an event.
@@ -239,6 +242,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             state: State::default(),
             authority: None,
             leading: None,
+            authority_until: None,
             known_term: 0,
             announced: None,
             joined_until: 0,
