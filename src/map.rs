@@ -41,7 +41,7 @@ use crate::{Lww, Merge, Merged, Writer};
 /// assert_eq!(left.get("y"), Some(&2));
 /// assert_eq!(left.len(), 1);
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 pub struct LwwMap<K, V> {
     entries: BTreeMap<K, Lww<V>>,
     live: usize,
@@ -262,15 +262,47 @@ impl<K: Ord + Clone, V: Clone + Ord> Merge for LwwMap<K, V> {
 impl<K: Ord + Clone, V: Clone + Ord> FromIterator<(K, Lww<V>)> for LwwMap<K, V> {
     /// A map of the given registers; a key given twice keeps the merge of both.
     fn from_iter<I: IntoIterator<Item = (K, Lww<V>)>>(iter: I) -> Self {
-        let mut map = LwwMap::new();
-        for (key, reg) in iter {
-            if reg.is_bottom() {
-                continue;
+        let mut items: Vec<(K, Lww<V>)> =
+            iter.into_iter().filter(|(_, r)| !r.is_bottom()).collect();
+        // Stable, so equal keys stay in order; already sorted input costs one pass.
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut joined: Vec<(K, Lww<V>)> = Vec::with_capacity(items.len());
+        for (key, reg) in items {
+            match joined.last_mut() {
+                Some((last, mine)) if *last == key => {
+                    let _ = mine.merge(&reg);
+                }
+                _ => joined.push((key, reg)),
             }
-            let mine = map.entries.entry(key).or_insert_with(Lww::new);
-            let _ = Self::merge_one(&mut map.live, mine, &reg);
         }
-        map
+        Self::from_sorted(joined)
+    }
+}
+
+impl<K: Ord, V> LwwMap<K, V> {
+    /// Builds the tree in one pass from entries sorted by key with no repeats, so its
+    /// nodes are full: fewer nodes to walk than a tree grown key by key.
+    fn from_sorted(items: Vec<(K, Lww<V>)>) -> Self {
+        let live = items.iter().filter(|(_, r)| r.get().is_some()).count();
+        LwwMap {
+            entries: items.into_iter().collect(),
+            live,
+        }
+    }
+}
+
+impl<K: Ord + Clone, V: Clone> Clone for LwwMap<K, V> {
+    /// A compact copy: the tree is rebuilt from its sorted entries (full nodes),
+    /// whatever order of inserts grew the original.
+    fn clone(&self) -> Self {
+        LwwMap {
+            entries: self
+                .entries
+                .iter()
+                .map(|(k, r)| (k.clone(), r.clone()))
+                .collect(),
+            live: self.live,
+        }
     }
 }
 
