@@ -1,7 +1,15 @@
 //! The application's side of a driver: a cloneable handle.
 
-use super::*;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{JoinHandle, ThreadId};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::{Call, Command, DriverError};
+use crate::bundle::{Bundle, Request};
 use crate::Lease;
+use crate::{Event, Lifecycle, Replica, SourceId, Stats, Writer};
 
 /// The application's side of a running replica. Clones share one replica.
 ///

@@ -8,17 +8,13 @@
 //! transport, bytes to the store, events to every subscriber.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::{JoinHandle, ThreadId};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::bundle::{Bundle, Request};
-use crate::{
-    Clock, Degradation, Event, Lifecycle, Replica, SourceId, Stats, SystemClock, Transport,
-    WriteError, Writer,
-};
+use crate::{Clock, Degradation, Event, Lifecycle, Replica, SystemClock, Transport, WriteError};
 
 mod handle;
 mod store;

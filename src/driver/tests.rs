@@ -1,7 +1,7 @@
 //! The driver's tests: replicas on threads over the in-process hub.
 
 use super::*;
-use crate::{impl_merge, Config, Hub, HubLink, LeadershipLoss, LeaseConfig, Lww};
+use crate::{impl_merge, Config, Hub, HubLink, LeadershipLoss, LeaseConfig, Lww, SourceId};
 use crossbeam_channel::{RecvTimeoutError, Select};
 use serde::{Deserialize, Serialize};
 
