@@ -427,15 +427,10 @@ impl LeaseWatch {
     pub fn is_leader(&self, lease: Option<&Lease>, me: SourceId, now_ms: u64) -> bool {
         match lease {
             Some(l) if l.is_held_by(me) && self.seen.as_ref() == Some(l) => {
-                now_ms < self.leader_until(l)
+                now_ms < self.renew_deadline_at()
             }
             _ => false,
         }
-    }
-
-    fn leader_until(&self, _lease: &Lease) -> u64 {
-        self.changed_at_ms
-            .saturating_add(self.config.renew_deadline_ms)
     }
 
     /// When (local monotonic ms) the holder should renew next.

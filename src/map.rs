@@ -280,14 +280,13 @@ impl<K: Ord + Clone, V: Clone + Ord> FromIterator<(K, Lww<V>)> for LwwMap<K, V> 
 }
 
 impl<K: Ord, V> LwwMap<K, V> {
-    /// Builds the tree in one pass from entries sorted by key with no repeats, so its
-    /// nodes are full: fewer nodes to walk than a tree grown key by key.
+    /// Builds the tree in one pass from entries sorted by key, so its nodes are full:
+    /// fewer nodes to walk than a tree grown key by key. (Unsorted input is sorted
+    /// first; of a key given twice, the last stays.)
     fn from_sorted(items: Vec<(K, Lww<V>)>) -> Self {
-        let live = items.iter().filter(|(_, r)| r.get().is_some()).count();
-        LwwMap {
-            entries: items.into_iter().collect(),
-            live,
-        }
+        let entries: BTreeMap<K, Lww<V>> = items.into_iter().collect();
+        let live = entries.values().filter(|r| r.get().is_some()).count();
+        LwwMap { entries, live }
     }
 }
 
@@ -351,11 +350,7 @@ where
                 items.push((key, reg));
             }
         }
-        // Sorted input (what every replica writes) builds in one pass; a key given
-        // twice keeps the last, as a map does.
-        let entries: BTreeMap<K, Lww<V>> = items.into_iter().collect();
-        let live = entries.values().filter(|r| r.get().is_some()).count();
-        Ok(LwwMap { entries, live })
+        Ok(LwwMap::from_sorted(items))
     }
 }
 

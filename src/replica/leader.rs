@@ -40,7 +40,8 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         }
         let t = now.mono_ms;
         let lease = self.state.lease;
-        self.lease_validate(now);
+        // `begin` validated the lease for this input already (same `now`); a merge since
+        // then that superseded us went through `lease_changed`.
         if let Some(term) = self.leading {
             if t >= self.watch.renew_at() {
                 self.renew(term, now);

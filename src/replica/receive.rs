@@ -39,8 +39,9 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         let leader_mode = self.config.mode == SyncMode::Leader;
         match env.body {
             Body::Delta { dseq, state } => {
+                // Counted as received even when refused: it is not missing.
+                self.peers.delta(from, dseq, now.mono_ms);
                 if leader_mode && env.term < self.known_term {
-                    self.peers.delta(from, dseq, now.mono_ms);
                     self.reject(Rejection::StaleTerm {
                         from,
                         term: env.term,
@@ -56,12 +57,10 @@ impl<S: Bundle, R: Request> Replica<S, R> {
                 if leader_mode && holder_of_term.is_some_and(|h| h != from) {
                     // Only the holder of a term writes in it: a follower (or a replica
                     // configured for distributed mode) does not.
-                    self.peers.delta(from, dseq, now.mono_ms);
                     self.reject(Rejection::WrongMode { from });
                     return;
                 }
                 self.known_term = self.known_term.max(env.term);
-                self.peers.delta(from, dseq, now.mono_ms);
                 self.merge_state(&state, from, now);
             }
             Body::Lease { dseq, lease } => {

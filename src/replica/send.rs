@@ -40,7 +40,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
                 dseq: self.dseq,
                 state: &delta,
             };
-            self.encode_and_queue(body, now);
+            self.send(body, now);
         }
         if self.persist_dirty && !self.store_blocked {
             self.persist_dirty = false;
@@ -59,19 +59,16 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         }
     }
 
-    pub(super) fn send(&mut self, body: Body<&State<S>, &R>, now: Now) {
-        self.encode_and_queue(body, now);
-    }
-
     pub(super) fn send_request(&mut self, leader: SourceId, request: &R, now: Now) {
         let body = Body::Request {
             to: Some(leader),
             request,
         };
-        self.encode_and_queue(body, now);
+        self.send(body, now);
     }
 
-    pub(super) fn encode_and_queue(&mut self, body: Body<&State<S>, &R>, now: Now) {
+    /// Encodes `body` in the next envelope and queues it for broadcast.
+    pub(super) fn send(&mut self, body: Body<&State<S>, &R>, now: Now) {
         let (seq, hlc) = self.next_header(now);
         let encoded = self.encode(seq, hlc, body);
         self.push_encoded(encoded);
