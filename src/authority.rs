@@ -24,7 +24,15 @@ use crate::{Clock, SourceId};
 pub trait LeaseAuthority: Send {
     /// Grants `term` to `holder` if no one else holds an unexpired grant and `term` is
     /// newer than any granted before (or `holder` already holds `term`).
-    fn try_acquire(&mut self, holder: SourceId, term: u64, duration_ms: u64) -> bool;
+    ///
+    /// # Errors
+    ///
+    /// [`Refused`] with the highest term the authority has granted, so that the
+    /// claimant never asks again for a term already spent (by a replica that crashed
+    /// before anyone heard of its claim, say) and asks for a newer one once the grant
+    /// is free.
+    fn try_acquire(&mut self, holder: SourceId, term: u64, duration_ms: u64)
+        -> Result<(), Refused>;
     /// Extends `holder`'s grant of `term`; `false` if it no longer holds it.
     fn renew(&mut self, holder: SourceId, term: u64, duration_ms: u64) -> bool;
     /// Gives up `holder`'s grant of `term` (no effect if it does not hold it).
@@ -39,6 +47,30 @@ pub trait LeaseAuthority: Send {
     fn remaining_ms(&self, holder: SourceId, term: u64) -> Option<u64>;
 }
 
+/// A lease authority's refusal of a claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Refused {
+    /// The highest term the authority has granted (held now, or spent).
+    pub term: u64,
+    /// The replica holding an unexpired grant, if one does.
+    pub holder: Option<SourceId>,
+}
+
+impl core::fmt::Display for Refused {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.holder {
+            Some(h) => write!(f, "the lease is held by {h} in term {}", self.term),
+            None => write!(
+                f,
+                "term {} was granted already; claim a newer term",
+                self.term
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Refused {}
+
 /// The in-process authority: a grant behind a mutex, shared by clones, timed by the
 /// clock it is given.
 ///
@@ -50,10 +82,11 @@ pub trait LeaseAuthority: Send {
 /// let mut at_b = at_a.clone();
 /// let (a, b) = (SourceId::from_u128(1), SourceId::from_u128(2));
 ///
-/// assert!(at_a.try_acquire(a, 1, 3_000));
-/// assert!(!at_b.try_acquire(b, 2, 3_000), "held");
+/// assert!(at_a.try_acquire(a, 1, 3_000).is_ok());
+/// let refused = at_b.try_acquire(b, 2, 3_000).unwrap_err();
+/// assert_eq!((refused.holder, refused.term), (Some(a), 1), "held");
 /// clock.advance(3_000);
-/// assert!(at_b.try_acquire(b, 2, 3_000), "expired");
+/// assert!(at_b.try_acquire(b, 2, 3_000).is_ok(), "expired");
 /// assert!(!at_a.renew(a, 1, 3_000));
 /// ```
 #[derive(Clone)]
@@ -107,7 +140,12 @@ impl MutexAuthority {
 }
 
 impl LeaseAuthority for MutexAuthority {
-    fn try_acquire(&mut self, holder: SourceId, term: u64, duration_ms: u64) -> bool {
+    fn try_acquire(
+        &mut self,
+        holder: SourceId,
+        term: u64,
+        duration_ms: u64,
+    ) -> Result<(), Refused> {
         self.with(|s, now| {
             let mine = s.holder == Some(holder) && s.term == term;
             let free = s.holder.is_none() || now >= s.expires_at_ms;
@@ -115,9 +153,12 @@ impl LeaseAuthority for MutexAuthority {
                 s.holder = Some(holder);
                 s.term = term;
                 s.expires_at_ms = now.saturating_add(duration_ms);
-                true
+                Ok(())
             } else {
-                false
+                Err(Refused {
+                    term: s.term,
+                    holder: s.holder.filter(|_| !free),
+                })
             }
         })
     }
@@ -161,11 +202,18 @@ mod tests {
     fn terms_only_grow() {
         let clock = ManualClock::new(0, 0);
         let mut auth = MutexAuthority::new(clock.clone());
-        assert!(auth.try_acquire(A, 5, 100));
+        assert!(auth.try_acquire(A, 5, 100).is_ok());
         auth.release(A, 5);
-        assert!(!auth.try_acquire(B, 5, 100), "a term is granted once");
-        assert!(!auth.try_acquire(B, 4, 100));
-        assert!(auth.try_acquire(B, 6, 100));
+        assert_eq!(
+            auth.try_acquire(B, 5, 100),
+            Err(Refused {
+                term: 5,
+                holder: None
+            }),
+            "a term is granted once, and the refusal names it"
+        );
+        assert!(auth.try_acquire(B, 4, 100).is_err());
+        assert!(auth.try_acquire(B, 6, 100).is_ok());
         assert_eq!(auth.holder(), Some((B, 6)));
     }
 
@@ -173,7 +221,7 @@ mod tests {
     fn release_by_a_non_holder_does_nothing() {
         let clock = ManualClock::new(0, 0);
         let mut auth = MutexAuthority::new(clock.clone());
-        assert!(auth.try_acquire(A, 1, 100));
+        assert!(auth.try_acquire(A, 1, 100).is_ok());
         auth.release(B, 1);
         auth.release(A, 0);
         assert_eq!(auth.holder(), Some((A, 1)));

@@ -53,7 +53,9 @@ pub struct Config {
     pub sleep_tolerance_ms: u64,
     /// Remote times further than this ahead of the local wall clock are rejected.
     pub max_drift_ms: u64,
-    /// Messages and stores over this size are rejected unread.
+    /// Messages over this size are rejected unread, and none is sent: a state (a full
+    /// sync, or coalesced writes) that does not fit travels as several messages, each a
+    /// valid delta. Stores are not bound by it. At least 1,024.
     pub max_message_bytes: usize,
     /// At most one full-state answer per this interval; requests in between share it.
     pub sync_answer_interval_ms: u64,

@@ -1,5 +1,6 @@
 //! What a replica tells its application.
 
+use crate::replica::Invalid;
 use crate::{DecodeError, SourceId};
 
 /// Something the application may act on, drained with
@@ -97,6 +98,15 @@ pub enum LeadershipLoss {
     Slept,
     /// The lease authority refused the renewal.
     AuthorityRefused,
+    /// A message showed that a newer term exists, though its lease record has not
+    /// arrived yet: this replica's term is over.
+    NewerTerm {
+        /// The newer term.
+        term: u64,
+    },
+    /// The leader gave the lease up so that a new term starts: a register used up the
+    /// 2^32 versions one term can give it.
+    TermExhausted,
 }
 
 /// Why a replica is degraded.
@@ -111,6 +121,13 @@ pub enum Degradation {
     Transport(String),
     /// The store could not be loaded or saved, from a driver.
     Store(String),
+    /// The state could not be encoded with the store codec, so it was not persisted
+    /// (a map with non-string keys under JSON, say). Reported when persisting starts
+    /// failing; the state is persisted again once it encodes.
+    PersistFailed(DecodeError),
+    /// A state (a full sync, or coalesced writes) could not be sent: it holds a register
+    /// too large for one message even alone. Raise `Config::max_message_bytes`.
+    Unsendable(DecodeError),
 }
 
 /// Why a message was refused.
@@ -126,16 +143,15 @@ pub enum Rejection {
         /// How far ahead, ms.
         ahead_ms: u64,
     },
-    /// A leader message of an older term than this replica knows (fencing).
-    StaleTerm {
+    /// A field that cannot be true of an honest peer (see [`Invalid`]).
+    Invalid {
         /// The sender.
         from: SourceId,
-        /// The term it carried.
-        term: u64,
-        /// The term known here.
-        known: u64,
+        /// What was wrong.
+        what: Invalid,
     },
-    /// A message of the other mode (a delta from a follower in leader mode, say).
+    /// A message of the other mode (in leader mode, a write stamped without a term, as
+    /// a replica configured for distributed mode writes).
     WrongMode {
         /// The sender.
         from: SourceId,
@@ -150,10 +166,9 @@ impl core::fmt::Display for Rejection {
                 f,
                 "message from {from} is stamped {ahead_ms} ms ahead of the local clock, beyond the drift bound"
             ),
-            Rejection::StaleTerm { from, term, known } => write!(
-                f,
-                "leader message from {from} of term {term} after term {known} is known (fenced)"
-            ),
+            Rejection::Invalid { from, what } => {
+                write!(f, "message from {from} refused whole: {what}")
+            }
             Rejection::WrongMode { from } => {
                 write!(f, "message from {from} that only a leader may send, from a non-leader")
             }

@@ -105,6 +105,9 @@ impl Merge for Lease {
             Merged::NONE
         }
     }
+
+    /// A lease record holds no register stamps (its term is checked on its own).
+    fn visit_stamps(&self, _visit: &mut dyn FnMut(&crate::Stamp)) {}
 }
 
 /// The lease timings, validated as client-go validates its leader election:

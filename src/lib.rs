@@ -79,7 +79,7 @@ mod store;
 mod wire;
 mod writer;
 
-pub use authority::{LeaseAuthority, MutexAuthority};
+pub use authority::{LeaseAuthority, MutexAuthority, Refused};
 pub use bundle::{Bundle, Request};
 #[cfg(not(target_arch = "wasm32"))]
 pub use clock::SystemClock;
@@ -91,11 +91,11 @@ pub use lease::{Lease, LeaseConfig, LeaseConfigError, LeaseError, LeaseWatch};
 pub use lww::Lww;
 pub use map::LwwMap;
 pub use merge::{Fields, Merge, Merged};
-pub use replica::{Lifecycle, Replica, Stats, WriteError};
+pub use replica::{Invalid, Lifecycle, Replica, Stats, WriteError};
 pub use source::SourceId;
-pub use stamp::{Stamp, TERM_SHIFT};
+pub use stamp::{Stamp, MAX_TERM, MAX_VERSION, TERM_SHIFT};
 pub use wire::{Codec, DecodeError, SCHEMA_VERSION};
-pub use writer::Writer;
+pub use writer::{StampError, Writer};
 
 mod hub;
 mod network;

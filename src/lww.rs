@@ -89,10 +89,14 @@ impl<T> Lww<T> {
     /// The delta that writes `value`, stamped after this register's current write.
     /// The register itself is left as it is.
     #[must_use = "the delta is the write: merge it into the state and send it"]
+    ///
+    /// If the writer fails ([`Writer::error`]), the delta is the bottom: it merges as
+    /// nothing.
     pub fn write(&self, value: T, writer: &mut Writer<'_>) -> Lww<T> {
+        let stamp = writer.next_stamp(&self.stamp);
         Lww {
-            stamp: writer.next_stamp(&self.stamp),
-            value: Some(value),
+            stamp,
+            value: (!stamp.is_zero()).then_some(value),
         }
     }
 
@@ -110,14 +114,18 @@ impl<T: Clone> Lww<T> {
     /// Writes `value` and returns the delta to send.
     pub fn set(&mut self, value: T, writer: &mut Writer<'_>) -> Lww<T> {
         let delta = self.write(value, writer);
-        *self = delta.clone();
+        if !delta.is_bottom() {
+            *self = delta.clone();
+        }
         delta
     }
 
     /// Empties the register with a stamped write and returns the delta to send.
     pub fn clear(&mut self, writer: &mut Writer<'_>) -> Lww<T> {
         let delta = self.write_clear(writer);
-        *self = delta.clone();
+        if !delta.is_bottom() {
+            *self = delta.clone();
+        }
         delta
     }
 }
@@ -133,6 +141,21 @@ impl<T: Clone + Ord> Merge for Lww<T> {
                 Merged::CHANGED
             }
             Ordering::Equal => self.merge_tie(other),
+        }
+    }
+
+    fn visit_stamps(&self, visit: &mut dyn FnMut(&Stamp)) {
+        if !self.is_bottom() {
+            visit(&self.stamp);
+        }
+    }
+
+    /// One piece, or none for the bottom.
+    fn split(&self, _parts: usize) -> Vec<Self> {
+        if self.is_bottom() {
+            Vec::new()
+        } else {
+            vec![self.clone()]
         }
     }
 }

@@ -122,6 +122,10 @@ impl<K: Ord, V> LwwMap<K, V> {
     #[must_use = "the delta is the write: merge it into the state and send it"]
     pub fn write_insert(&self, key: K, value: V, writer: &mut Writer<'_>) -> LwwMap<K, V> {
         let stamp = writer.next_stamp(&self.prev_stamp(&key));
+        if stamp.is_zero() {
+            // The writer failed (see `Writer::error`): the delta is the bottom.
+            return LwwMap::default();
+        }
         Self::single(key, Lww::from_parts(stamp, Some(value)))
     }
 
@@ -133,6 +137,9 @@ impl<K: Ord, V> LwwMap<K, V> {
         Q: Ord + ToOwned<Owned = K> + ?Sized,
     {
         let stamp = writer.next_stamp(&self.prev_stamp(key));
+        if stamp.is_zero() {
+            return LwwMap::default();
+        }
         Self::single(key.to_owned(), Lww::from_parts(stamp, None))
     }
 
@@ -256,6 +263,30 @@ impl<K: Ord + Clone, V: Clone + Ord> Merge for LwwMap<K, V> {
         } else {
             self.merge_linear(other)
         }
+    }
+
+    fn visit_stamps(&self, visit: &mut dyn FnMut(&crate::Stamp)) {
+        for reg in self.entries.values() {
+            reg.visit_stamps(visit);
+        }
+    }
+
+    /// Key ranges of about equal register counts, in key order.
+    fn split(&self, parts: usize) -> Vec<Self> {
+        let n = self.entries.len();
+        let per = n.div_ceil(parts.max(1)).max(1);
+        let mut pieces = Vec::with_capacity(n.div_ceil(per));
+        let mut chunk = Vec::with_capacity(per);
+        for (k, r) in &self.entries {
+            chunk.push((k.clone(), r.clone()));
+            if chunk.len() == per {
+                pieces.push(Self::from_sorted(core::mem::take(&mut chunk)));
+            }
+        }
+        if !chunk.is_empty() {
+            pieces.push(Self::from_sorted(chunk));
+        }
+        pieces
     }
 }
 

@@ -2,6 +2,8 @@
 
 use core::ops::BitOrAssign;
 
+use crate::Stamp;
+
 /// The join of a join-semilattice: `a.merge(&b)` makes `a` the least upper bound of
 /// `a` and `b`.
 ///
@@ -35,6 +37,27 @@ use core::ops::BitOrAssign;
 pub trait Merge {
     /// Joins `other` into `self` and says what changed.
     fn merge(&mut self, other: &Self) -> Merged;
+
+    /// Calls `visit` with the [`Stamp`] of every written register this value holds
+    /// (registers at their bottom are skipped). A replica checks every stamp a peer
+    /// sends with it before merging anything, so one implausible stamp (a version past
+    /// [`MAX_VERSION`](crate::MAX_VERSION), a time far ahead, a term never led) rejects
+    /// the message whole.
+    fn visit_stamps(&self, visit: &mut dyn FnMut(&Stamp));
+
+    /// Splits this value into pieces whose join is the value, so that a state too large
+    /// for one message travels as several, each a valid delta. A map splits into about
+    /// `parts` key ranges, a struct field by field (each piece holds a piece of one
+    /// field), a register is one piece; pieces that would be empty are left out, so the
+    /// bottom splits into none. The default, for values that cannot be split, is the
+    /// value whole.
+    fn split(&self, parts: usize) -> Vec<Self>
+    where
+        Self: Sized + Clone,
+    {
+        let _ = parts;
+        vec![self.clone()]
+    }
 }
 
 /// What one [`Merge::merge`] did: which fields changed, and how many conflicts it met.
@@ -137,7 +160,10 @@ pub trait Fields {
 }
 
 /// Implements [`Merge`] (and [`Fields`]) for a struct whose fields all implement
-/// [`Merge`], merging field by field.
+/// [`Merge`], merging field by field. Every field must be named (leaving one out is a
+/// compile error, as it would be encoded but never merged), and the struct must
+/// implement `Default` (its pieces, when a large state is [split](Merge::split), are
+/// built from it).
 ///
 /// ```
 /// use replisync::{impl_merge, Fields, Hlc, Lease, Lww, LwwMap, Merge, SourceId};
@@ -176,6 +202,27 @@ macro_rules! impl_merge {
                 let _ = index;
                 merged
             }
+
+            fn visit_stamps(&self, visit: &mut dyn FnMut(&$crate::Stamp)) {
+                // Every field must be listed: a field left out would be encoded but
+                // never merged. This pattern does not compile if one is missing.
+                let Self { $($field: _),+ } = self;
+                $( $crate::Merge::visit_stamps(&self.$field, visit); )+
+            }
+
+            fn split(&self, parts: usize) -> ::std::vec::Vec<Self> {
+                // Field by field: each piece holds a piece of one field, so that two
+                // large registers never have to share a message.
+                let mut pieces = ::std::vec::Vec::new();
+                $(
+                    for p in $crate::Merge::split(&self.$field, parts) {
+                        let mut piece = <Self as ::core::default::Default>::default();
+                        piece.$field = p;
+                        pieces.push(piece);
+                    }
+                )+
+                pieces
+            }
         }
 
         impl $crate::Fields for $ty {
@@ -195,6 +242,19 @@ impl<T: Merge + Clone> Merge for Option<T> {
             }
         }
     }
+
+    fn visit_stamps(&self, visit: &mut dyn FnMut(&Stamp)) {
+        if let Some(inner) = self {
+            inner.visit_stamps(visit);
+        }
+    }
+
+    fn split(&self, parts: usize) -> Vec<Self> {
+        match self {
+            Some(inner) => inner.split(parts).into_iter().map(Some).collect(),
+            None => Vec::new(),
+        }
+    }
 }
 
 macro_rules! tuple_merge {
@@ -202,6 +262,10 @@ macro_rules! tuple_merge {
         impl<$($name: Merge),+> Merge for ($($name,)+) {
             fn merge(&mut self, other: &Self) -> Merged {
                 Merged::NONE$(.with_field($index, self.$index.merge(&other.$index)))+
+            }
+
+            fn visit_stamps(&self, visit: &mut dyn FnMut(&Stamp)) {
+                $( self.$index.visit_stamps(visit); )+
             }
         }
     };

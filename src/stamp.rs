@@ -41,6 +41,16 @@ pub struct Stamp {
 /// How many low bits of a version count writes within one term; the term sits above.
 pub const TERM_SHIFT: u32 = 32;
 
+/// The greatest version a stamp may carry: 2^63 - 1. A replica refuses a peer's stamp
+/// above it, and a write that would need a greater version fails rather than wrap or
+/// stand still, so no counter can be exhausted by accident (2^63 writes to one register)
+/// and a corrupted or hostile version cannot cut a register off from its next writer.
+pub const MAX_VERSION: u64 = (1 << 63) - 1;
+
+/// The greatest lease term: the term must fit the version's high bits under
+/// [`MAX_VERSION`], so 2^31 - 1. A replica refuses terms above it.
+pub const MAX_TERM: u64 = MAX_VERSION >> TERM_SHIFT;
+
 impl Stamp {
     /// The bottom stamp: no write yet.
     pub const ZERO: Stamp = Stamp {
@@ -83,6 +93,12 @@ mod tests {
         assert!(s(1, 1, 9) < s(1, 2, 0));
         assert!(s(1, 1, 1) < s(1, 1, 2));
         assert_eq!(s(1, 1, 1), s(1, 1, 1));
+    }
+
+    #[test]
+    fn the_greatest_term_fits_the_greatest_version() {
+        assert_eq!(MAX_TERM, (1 << 31) - 1);
+        assert_eq!(s(MAX_VERSION, 0, 0).term(), MAX_TERM);
     }
 
     #[test]

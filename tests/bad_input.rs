@@ -123,14 +123,14 @@ fn arbitrary_bytes_as_a_store_give_an_error_and_are_never_overwritten() {
 
 #[test]
 fn a_store_from_a_newer_schema_is_reported_and_kept() {
-    let newer = br#"{"schema":2,"updated_at":1,"source":"00000000-0000-0000-0000-000000000001","state":{"future":true}}"#;
+    let newer = br#"{"schema":3,"updated_at":1,"source":"00000000-0000-0000-0000-000000000001","state":{"future":true}}"#;
     let mut r = replica(Codec::Json, 1);
     let err = r.restore(newer, NOW).unwrap_err();
     assert_eq!(
         err,
         DecodeError::SchemaTooNew {
-            found: 2,
-            supported: 1
+            found: 3,
+            supported: 2
         }
     );
     assert!(err.to_string().contains("upgrade"), "{err}");

@@ -2,6 +2,7 @@
 
 use super::{Replica, State};
 use crate::bundle::{Bundle, Request};
+use crate::stamp::MAX_TERM;
 use crate::wire::Body;
 use crate::{Event, LeadershipLoss, Lease, Now, SourceId, SyncMode};
 
@@ -104,9 +105,17 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             self.config.lease.duration_ms(),
         );
         next.term = next.term.max(self.known_term.saturating_add(1));
+        if next.term > MAX_TERM {
+            tracing::warn!(source = %self.me, "every lease term is spent; no claim");
+            self.claim_retry_at = u64::MAX;
+            return;
+        }
         if let Some(authority) = self.authority.as_mut() {
-            if !authority.try_acquire(self.me, next.term, next.duration_ms) {
-                // Held elsewhere (our view is behind): try again after a renew interval.
+            if let Err(refused) = authority.try_acquire(self.me, next.term, next.duration_ms) {
+                // Held elsewhere, or the term was spent (by a replica no one heard):
+                // the next claim asks for a newer term, after a renew interval.
+                tracing::debug!(source = %self.me, %refused, "claim refused");
+                self.heard_term(refused.term.min(MAX_TERM), now);
                 self.claim_retry_at = now
                     .mono_ms
                     .saturating_add(self.config.lease.renew_interval_ms());
@@ -231,6 +240,12 @@ impl<S: Bundle, R: Request> Replica<S, R> {
 
     /// Leaving: a holder releases, so a successor takes over on the next message.
     pub(super) fn leave_lease(&mut self, now: Now) {
+        self.step_down(LeadershipLoss::Released, now);
+    }
+
+    /// The holder releases the lease for `reason`, so that a successor (or itself, in
+    /// a new term) claims at once.
+    pub(super) fn step_down(&mut self, reason: LeadershipLoss, now: Now) {
         let Some(term) = self.leading else {
             return;
         };
@@ -240,12 +255,24 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             }
             if let Ok(released) = self.watch.release(&lease, self.me, now.mono_ms) {
                 self.leading = None;
-                self.events.push_back(Event::LeadershipLost {
-                    term,
-                    reason: LeadershipLoss::Released,
-                });
+                self.authority_until = None;
+                self.events
+                    .push_back(Event::LeadershipLost { term, reason });
                 self.publish_lease(released, now);
             }
+        }
+    }
+
+    /// A term was heard of (in a message, a refusal, a stamp): remember the highest,
+    /// and stop leading an older one. Every write carries the term its writer leads, so
+    /// a leader whose term is over must not write again.
+    pub(super) fn heard_term(&mut self, term: u64, now: Now) {
+        if term <= self.known_term {
+            return;
+        }
+        self.known_term = term;
+        if let Some(leading) = self.leading.filter(|t| *t < term) {
+            self.lose(leading, LeadershipLoss::NewerTerm { term }, now);
         }
     }
 

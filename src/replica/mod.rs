@@ -4,6 +4,9 @@ mod leader;
 mod peers;
 mod receive;
 mod send;
+mod validate;
+
+pub use validate::Invalid;
 
 use std::collections::VecDeque;
 
@@ -13,8 +16,9 @@ use crate::bundle::{Bundle, Request};
 use crate::store::Stored;
 use crate::wire::{Body, Envelope};
 use crate::{
-    Config, ConfigError, DecodeError, Degradation, Event, Hlc, Lease, LeaseAuthority, LeaseWatch,
-    Merge, Merged, Now, Rejection, SourceId, SyncMode, Writer,
+    Config, ConfigError, DecodeError, Degradation, Event, Hlc, LeadershipLoss, Lease,
+    LeaseAuthority, LeaseWatch, Merge, Merged, Now, Rejection, SourceId, StampError, SyncMode,
+    Writer,
 };
 use peers::Peers;
 
@@ -25,12 +29,35 @@ pub(crate) struct State<S> {
     pub app: S,
 }
 
-impl<S: Merge> Merge for State<S> {
+impl<S: Merge + Clone + Default> Merge for State<S> {
     fn merge(&mut self, other: &Self) -> Merged {
         // Bit 0 for the lease; the application's own field bits are reported apart.
         Merged::NONE
             .with_field(0, self.lease.merge(&other.lease))
             .with_field(1, self.app.merge(&other.app))
+    }
+
+    fn visit_stamps(&self, visit: &mut dyn FnMut(&crate::Stamp)) {
+        self.app.visit_stamps(visit);
+    }
+
+    /// The application state's pieces; the lease record travels with the first.
+    fn split(&self, parts: usize) -> Vec<Self> {
+        let mut pieces: Vec<Self> = self
+            .app
+            .split(parts)
+            .into_iter()
+            .map(|app| State { lease: None, app })
+            .collect();
+        match pieces.first_mut() {
+            Some(first) => first.lease = self.lease,
+            None if self.lease.is_some() => pieces.push(State {
+                lease: self.lease,
+                app: S::default(),
+            }),
+            None => {}
+        }
+        pieces
     }
 }
 
@@ -63,8 +90,11 @@ pub enum WriteError {
     },
     /// The replica has left.
     Left,
-    /// The delta could not be encoded with the wire codec.
+    /// The delta could not be encoded with the wire or the store codec, or holds a
+    /// register too large for one message.
     Encode(DecodeError),
+    /// The write could not be stamped (see [`StampError`]).
+    Stamp(StampError),
 }
 
 impl core::fmt::Display for WriteError {
@@ -79,12 +109,21 @@ impl core::fmt::Display for WriteError {
                 "only the leader writes in leader mode and none is known yet; send a request (it is queued)"
             ),
             WriteError::Left => write!(f, "the replica has left; create a new one"),
-            WriteError::Encode(e) => write!(f, "the write cannot be sent: {e}"),
+            WriteError::Encode(e) => write!(f, "the write cannot be sent or stored: {e}"),
+            WriteError::Stamp(e) => write!(f, "the write cannot be stamped: {e}"),
         }
     }
 }
 
-impl std::error::Error for WriteError {}
+impl std::error::Error for WriteError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            WriteError::Encode(e) => Some(e),
+            WriteError::Stamp(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Counters of what a replica did, for metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -193,6 +232,8 @@ pub struct Replica<S, R = ()> {
     pending: Option<State<S>>,
     flush_at: Option<u64>,
     persist_dirty: bool,
+    /// The last persist failed to encode (reported once until one succeeds).
+    persist_failing: bool,
     store_blocked: bool,
     digest: Option<u64>,
     peers: Peers,
@@ -254,6 +295,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             pending: None,
             flush_at: None,
             persist_dirty: false,
+            persist_failing: false,
             store_blocked: false,
             digest: None,
             peers: Peers::default(),
@@ -280,23 +322,33 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     }
 
     /// Restores the state last persisted (the bytes of [`Replica::poll_persist`]),
-    /// merging it into the current state.
+    /// merging it into the current state. A store is not bound by
+    /// [`Config::max_message_bytes`].
     ///
     /// # Errors
     ///
-    /// The bytes are too large, of a newer schema, or malformed. Then nothing is
-    /// applied, a [`Degradation::StoreUnreadable`] event is queued, and this replica
-    /// never persists over the unreadable bytes.
+    /// The bytes fail their integrity check, are of a newer schema, are malformed, or
+    /// hold a version or term out of range. Then nothing is applied, a
+    /// [`Degradation::StoreUnreadable`] event is queued, and this replica never
+    /// persists over the unreadable bytes.
     pub fn restore(&mut self, bytes: &[u8], now: Now) -> Result<(), DecodeError> {
         let decoded = self
             .config
             .store_codec
-            .decode_versioned::<Stored<State<S>>>(bytes, self.config.max_message_bytes, |s| {
-                s.schema
+            .decode_store::<Stored<State<S>>>(bytes, |s| s.schema)
+            .and_then(|stored| {
+                let top = stored_terms(&stored.state).map_err(|detail| DecodeError::Malformed {
+                    codec: self.config.store_codec,
+                    detail,
+                })?;
+                Ok((stored, top))
             });
         match decoded {
-            Ok(stored) => {
+            Ok((stored, top_term)) => {
                 self.hlc.restore(stored.updated_at);
+                if self.config.mode == SyncMode::Leader {
+                    self.heard_term(top_term, now);
+                }
                 self.merge_state(&stored.state, self.me, now);
                 Ok(())
             }
@@ -385,11 +437,17 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     /// The delta is merged here, persisted and sent (at once, or coalesced for
     /// `flush_interval_ms`).
     ///
+    /// In leader mode every write carries exactly the term this replica leads: a leader
+    /// that has heard of a newer term has stopped leading, and its writes are refused.
+    ///
     /// # Errors
     ///
+    /// Nothing of a refused write is applied:
     /// [`WriteError::NotLeader`] in leader mode on a non-leader (send a
     /// [request](Replica::request) instead), [`WriteError::Left`] after leaving,
-    /// [`WriteError::Encode`] when the delta cannot be encoded. Nothing is applied then.
+    /// [`WriteError::Encode`] when the delta cannot be encoded with the wire or store
+    /// codec (or holds a register too large for one message), [`WriteError::Stamp`]
+    /// when a register's versions are used up.
     pub fn write(
         &mut self,
         now: Now,
@@ -399,28 +457,54 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             return Err(WriteError::Left);
         }
         self.begin(now);
+        let result = self.write_within(now, f);
+        self.end(now);
+        result
+    }
+
+    fn write_within(
+        &mut self,
+        now: Now,
+        f: impl FnOnce(&S, &mut Writer<'_>) -> S,
+    ) -> Result<(), WriteError> {
         let term = match self.config.mode {
             SyncMode::Distributed => 0,
             SyncMode::Leader => match self.leading {
                 Some(term) => term,
                 None => {
-                    self.end(now);
                     return Err(WriteError::NotLeader {
                         leader: self.other_leader(),
-                    });
+                    })
                 }
             },
         };
         let mut writer = self.hlc.writer(self.me, now.wall_ms).with_term(term);
         let app = f(&self.state.app, &mut writer);
+        match writer.error().cloned() {
+            None => {}
+            Some(StampError::NewerTerm { newer, .. }) => {
+                // The state holds a newer term's write: this term is over.
+                self.heard_term(newer, now);
+                return Err(WriteError::NotLeader {
+                    leader: self.other_leader(),
+                });
+            }
+            Some(e @ StampError::VersionsExhausted { .. }) if term > 0 => {
+                // A new term gives every register 2^32 fresh versions.
+                self.step_down(LeadershipLoss::TermExhausted, now);
+                return Err(WriteError::Stamp(e));
+            }
+            Some(e) => return Err(WriteError::Stamp(e)),
+        }
         let delta = State { lease: None, app };
-        if let Err(e) = self.config.wire_codec.encode(&delta) {
-            self.end(now);
+        if let Err(e) = self
+            .fit(&delta)
+            .and_then(|_| self.config.store_codec.encode(&delta))
+        {
             return Err(WriteError::Encode(e));
         }
         self.merge_state(&delta, self.me, now);
         self.queue_delta(delta, now);
-        self.end(now);
         Ok(())
     }
 
@@ -464,7 +548,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         match self
             .config
             .wire_codec
-            .decode_versioned::<Envelope<State<S>, R>>(bytes, self.config.max_message_bytes, |e| {
+            .decode_message::<Envelope<State<S>, R>>(bytes, self.config.max_message_bytes, |e| {
                 e.schema
             }) {
             Ok(envelope) => self.receive(envelope, now),
@@ -494,8 +578,10 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             Lifecycle::Visible => self.lease_tick(now),
             Lifecycle::Resume => self.woke(0, now),
             Lifecycle::Leave => {
-                // Release first, so the persisted state and the last delta agree that
-                // the lease is free; then say goodbye.
+                // Pending writes first, while this replica still leads their term (a
+                // successor claims on the release, and must not be ahead of them);
+                // then the release, persisted with the state; then goodbye.
+                self.flush(now);
                 self.leave_lease(now);
                 self.flush(now);
                 self.send(Body::Goodbye, now);
@@ -512,7 +598,8 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         self.transmit.pop_front()
     }
 
-    /// The bytes to persist, replacing whatever was persisted before (the whole state).
+    /// The bytes to persist, replacing whatever was persisted before (the whole state,
+    /// framed with its schema version and integrity check).
     pub fn poll_persist(&mut self) -> Option<Vec<u8>> {
         self.persist.take()
     }
@@ -626,6 +713,26 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             .max(self.config.heartbeat_interval_ms)
             .saturating_add(lease.max_delay_ms())
     }
+}
+
+/// The highest term among a stored state's stamps and lease record, after checking
+/// that each is in range.
+fn stored_terms<S: Merge>(state: &State<S>) -> Result<u64, String> {
+    let mut top = state.lease.map_or(0, |l| l.term);
+    let mut bad = None;
+    state.app.visit_stamps(&mut |stamp| {
+        if stamp.version > crate::MAX_VERSION {
+            bad.get_or_insert(stamp.version);
+        }
+        top = top.max(stamp.term());
+    });
+    if let Some(v) = bad {
+        return Err(format!("version {v} is above {}", crate::MAX_VERSION));
+    }
+    if top > crate::MAX_TERM {
+        return Err(format!("term {top} is above {}", crate::MAX_TERM));
+    }
+    Ok(top)
 }
 
 /// FNV-1a, 64-bit: a stable hash for state digests (the same on every platform).

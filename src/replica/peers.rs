@@ -36,6 +36,12 @@ struct Peer {
     /// Digest mismatches in a row from its heartbeats.
     digest_mismatches: u8,
     last_sync_request_ms: Option<u64>,
+    /// The full state arriving in parts: the sequence number of its first part, how
+    /// many parts it has, and those received.
+    partial: Option<(u64, u32, BTreeSet<u32>)>,
+    /// Messages in a row refused as too old to tell or from an earlier life (see
+    /// [`SUSPECT_LIMIT`]).
+    suspect: u8,
 }
 
 impl Peer {
@@ -51,12 +57,17 @@ impl Peer {
             gap_since_ms: None,
             digest_mismatches: 0,
             last_sync_request_ms: None,
+            partial: None,
+            suspect: 0,
         }
     }
 
     fn update_gap(&mut self, now_ms: u64) {
-        while self.ahead.remove(&(self.acked_dseq + 1)) {
-            self.acked_dseq += 1;
+        while let Some(next) = self.acked_dseq.checked_add(1) {
+            if !self.ahead.remove(&next) {
+                break;
+            }
+            self.acked_dseq = next;
         }
         self.ahead.retain(|d| *d > self.acked_dseq);
         if self.known_dseq > self.acked_dseq {
@@ -78,6 +89,13 @@ const GAP_GRACE_MS: u64 = 50;
 /// How many heartbeats in a row must disagree on the digest before a sync is asked for
 /// (one disagreement is normal while deltas are in flight).
 const DIGEST_MISMATCHES: u8 = 2;
+/// How many messages in a row from one peer may be refused as too old to tell (64 or
+/// more behind its highest sequence number) or as from an earlier life before the
+/// record of that peer is taken to be wrong and started afresh from the latest message.
+/// An honest peer's numbers only grow; a record can still be wrong (a sequence number
+/// or incarnation that was corrupted yet decoded, or a restart whose clock had gone
+/// back), and a wrong record must not silence the peer for good.
+const SUSPECT_LIMIT: u8 = 4;
 
 impl Peers {
     /// Checks a message's sender, incarnation and sequence number, and records it.
@@ -87,8 +105,21 @@ impl Peers {
             joined = true;
             Peer::new(incarnation, now_ms)
         });
-        if incarnation < peer.incarnation {
-            return Admit::Stale;
+        let stale = incarnation < peer.incarnation;
+        let too_old =
+            !stale && incarnation == peer.incarnation && peer.highest_seq.saturating_sub(seq) >= 64;
+        if stale || too_old {
+            peer.suspect = peer.suspect.saturating_add(1);
+            if peer.suspect < SUSPECT_LIMIT {
+                return if stale {
+                    Admit::Stale
+                } else {
+                    Admit::Duplicate
+                };
+            }
+            tracing::debug!(peer = %from, "a peer's record was wrong: started afresh");
+            *peer = Peer::new(incarnation, now_ms);
+            joined = true;
         }
         if incarnation > peer.incarnation {
             *peer = Peer::new(incarnation, now_ms);
@@ -102,11 +133,12 @@ impl Peers {
             peer.highest_seq = seq;
         } else {
             let back = peer.highest_seq - seq;
-            if back >= 64 || peer.window & (1 << back) != 0 {
+            if peer.window & (1 << back) != 0 {
                 return Admit::Duplicate;
             }
             peer.window |= 1 << back;
         }
+        peer.suspect = 0;
         if joined {
             Admit::Joined
         } else {
@@ -142,10 +174,48 @@ impl Peers {
     /// `from` sent its whole state, which holds its deltas up to `dseq`.
     pub fn full_state(&mut self, from: SourceId, dseq: u64, now_ms: u64) {
         if let Some(p) = self.peers.get_mut(&from) {
-            p.known_dseq = p.known_dseq.max(dseq);
             p.acked_dseq = p.acked_dseq.max(dseq);
+            // The peer's own word on how far it has sent, as of this answer (a count
+            // that was wrong, a corrupted heartbeat's say, is corrected here).
+            let beyond = p.ahead.last().copied().unwrap_or(0);
+            p.known_dseq = dseq.max(beyond).max(p.acked_dseq);
             p.digest_mismatches = 0;
             p.update_gap(now_ms);
+        }
+    }
+
+    /// Part `part` of `parts` of a full state from `from`, whose first part had
+    /// sequence number `first_seq`: the whole is received (and its deltas up to `dseq`
+    /// acknowledged) once every part of the same answer is.
+    pub fn full_state_part(
+        &mut self,
+        from: SourceId,
+        dseq: u64,
+        first_seq: u64,
+        part: u32,
+        parts: u32,
+        now_ms: u64,
+    ) {
+        if parts <= 1 {
+            return self.full_state(from, dseq, now_ms);
+        }
+        let Some(p) = self.peers.get_mut(&from) else {
+            return;
+        };
+        let same = matches!(&p.partial, Some((first, n, _)) if *first == first_seq && *n == parts);
+        if !same {
+            p.partial = Some((first_seq, parts, BTreeSet::new()));
+        }
+        let complete = match &mut p.partial {
+            Some((_, n, got)) => {
+                got.insert(part);
+                got.len() == *n as usize
+            }
+            None => false,
+        };
+        if complete {
+            p.partial = None;
+            self.full_state(from, dseq, now_ms);
         }
     }
 
@@ -276,6 +346,65 @@ mod tests {
         assert_eq!(p.sync_due(0, 500), None);
         p.heartbeat(A, 0, 7, 8, 1_000);
         assert_eq!(p.sync_due(1_000, 500), Some(A));
+    }
+
+    #[test]
+    fn one_corrupted_sequence_number_does_not_silence_a_peer() {
+        // Defect: seq 2^32 + 1 once made every later message look like a duplicate.
+        let mut p = Peers::default();
+        assert_eq!(p.admit(A, 1, 1, 0), Admit::Joined);
+        assert_eq!(p.admit(A, 1, (1 << 32) + 1, 0), Admit::Fresh);
+        let mut admitted = 0;
+        for seq in 2..100 {
+            if matches!(p.admit(A, 1, seq, 0), Admit::Fresh | Admit::Joined) {
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, 98 - usize::from(SUSPECT_LIMIT) + 1);
+        assert_eq!(p.admit(A, 1, 99, 0), Admit::Duplicate, "a real duplicate");
+    }
+
+    #[test]
+    fn a_peer_whose_incarnation_went_back_is_heard_again() {
+        let mut p = Peers::default();
+        assert_eq!(p.admit(A, 1_000, 1, 0), Admit::Joined);
+        // It restarted with a clock set back: every message looks like the old life.
+        for seq in 1..u64::from(SUSPECT_LIMIT) {
+            assert_eq!(p.admit(A, 900, seq, 0), Admit::Stale);
+        }
+        assert_eq!(p.admit(A, 900, 4, 0), Admit::Joined);
+        assert_eq!(p.admit(A, 900, 5, 0), Admit::Fresh);
+    }
+
+    #[test]
+    fn extreme_delta_numbers_do_not_overflow() {
+        // Defect: dseq = u64::MAX in a full state panicked with overflow checks on.
+        let mut p = Peers::default();
+        let _ = p.admit(A, 1, 1, 0);
+        p.full_state(A, u64::MAX, 0);
+        p.delta(A, u64::MAX, 0);
+        p.heartbeat(A, u64::MAX, 0, 0, 0);
+        assert_eq!(p.sync_due(1_000, 500), None);
+    }
+
+    #[test]
+    fn a_full_state_in_parts_counts_once_every_part_is_in() {
+        let mut p = Peers::default();
+        let _ = p.admit(A, 1, 1, 0);
+        p.heartbeat(A, 7, 0, 0, 0);
+        assert_eq!(p.sync_due(100, 500), Some(A), "deltas 1..7 missing");
+        p.full_state_part(A, 7, 10, 0, 3, 200);
+        p.full_state_part(A, 7, 10, 2, 3, 200);
+        assert_eq!(p.sync_due(700, 500), Some(A), "part 1 is still missing");
+        p.full_state_part(A, 7, 20, 1, 3, 700);
+        assert_eq!(
+            p.sync_due(1_300, 500),
+            Some(A),
+            "parts of two answers do not make a whole"
+        );
+        p.full_state_part(A, 7, 20, 0, 3, 1_300);
+        p.full_state_part(A, 7, 20, 2, 3, 1_300);
+        assert_eq!(p.next_sync_check(500), None);
     }
 
     #[test]

@@ -13,6 +13,11 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             self.stats.ignored += 1;
             return;
         }
+        // Nothing of a message is trusted, not even its time, before every field passed.
+        if let Err(reason) = self.validate(&env, now) {
+            self.reject(reason);
+            return;
+        }
         if let Err(crate::ClockError::AheadOfLocal {
             remote_ms,
             local_ms,
@@ -36,31 +41,20 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             Admit::Joined => self.events.push_back(Event::PeerJoined { peer: from }),
             Admit::Fresh => {}
         }
-        let leader_mode = self.config.mode == SyncMode::Leader;
+        // Every term in a valid message is at most its envelope's: a leader of an older
+        // term hears here that its term is over, before it acts on anything. (A lease
+        // record says who superseded it: that comes first.)
+        let term = env.term;
+        if !matches!(env.body, Body::Lease { .. }) {
+            self.heard_term(term, now);
+        }
         match env.body {
             Body::Delta { dseq, state } => {
-                // Counted as received even when refused: it is not missing.
+                // Deltas of an older term are merged too: the order already ranks every
+                // write of a newer term above them, and dropping them would lose the
+                // writes an old leader made before handing over (its last flush on
+                // leaving may arrive after its successor's claim).
                 self.peers.delta(from, dseq, now.mono_ms);
-                if leader_mode && env.term < self.known_term {
-                    self.reject(Rejection::StaleTerm {
-                        from,
-                        term: env.term,
-                        known: self.known_term,
-                    });
-                    return;
-                }
-                let holder_of_term = self
-                    .state
-                    .lease
-                    .filter(|l| l.term == env.term)
-                    .map(|l| l.holder);
-                if leader_mode && holder_of_term.is_some_and(|h| h != from) {
-                    // Only the holder of a term writes in it: a follower (or a replica
-                    // configured for distributed mode) does not.
-                    self.reject(Rejection::WrongMode { from });
-                    return;
-                }
-                self.known_term = self.known_term.max(env.term);
                 self.merge_state(&state, from, now);
             }
             Body::Lease { dseq, lease } => {
@@ -70,9 +64,18 @@ impl<S: Bundle, R: Request> Replica<S, R> {
                     app: S::default(),
                 };
                 self.merge_state(&delta, from, now);
+                self.heard_term(term, now);
             }
-            Body::FullSync { dseq, state, .. } => {
-                self.peers.full_state(from, dseq, now.mono_ms);
+            Body::FullSync {
+                dseq,
+                part,
+                parts,
+                state,
+                ..
+            } => {
+                let first_seq = env.seq - u64::from(part);
+                self.peers
+                    .full_state_part(from, dseq, first_seq, part, parts, now.mono_ms);
                 self.merge_state(&state, from, now);
             }
             Body::SyncRequest { to } => self.sync_requested(from, to, now),
@@ -155,19 +158,29 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         self.answer_due = Some(earliest.max(now.mono_ms));
     }
 
+    /// Sends the whole state, in as many parts as the message limit needs.
     pub(super) fn answer_sync(&mut self, now: Now) {
         self.answer_due = None;
         self.last_answer = Some(now.mono_ms);
         self.stats.syncs_sent += 1;
         let to = self.answer_to.take();
-        let (seq, hlc) = self.next_header(now);
-        let body = Body::FullSync {
-            to,
-            dseq: self.dseq,
-            state: &self.state,
+        let pieces = match self.fit(&self.state) {
+            Ok(pieces) => pieces,
+            Err(e) => return self.unsendable(e),
         };
-        let encoded = self.encode(seq, hlc, body);
-        self.push_encoded(encoded);
+        let parts = pieces.len() as u32;
+        for (part, piece) in pieces.iter().enumerate() {
+            let (seq, hlc) = self.next_header(now);
+            let body = Body::FullSync {
+                to,
+                dseq: self.dseq,
+                part: part as u32,
+                parts,
+                state: piece.as_ref().unwrap_or(&self.state),
+            };
+            let encoded = self.encode(seq, hlc, body);
+            self.push_encoded(encoded);
+        }
     }
 
     pub(super) fn request_received(

@@ -1,14 +1,20 @@
 //! Sending: flushing coalesced deltas, persisting, encoding envelopes.
 
+use super::validate::MAX_PARTS;
 use super::{Replica, State};
 use crate::bundle::{Bundle, Request};
 use crate::store::Stored;
 use crate::wire::{Body, Envelope, SCHEMA_VERSION};
-use crate::{DecodeError, Merge, Now, SourceId};
+use crate::{DecodeError, Degradation, Event, Merge, Now, SourceId};
 
 /// How many requests wait for a leader at most; beyond, the oldest are dropped
 /// (and counted), so a group that never elects one cannot grow a replica without bound.
 const MAX_QUEUED_REQUESTS: usize = 1_024;
+
+/// Room left in a message for the envelope around a state: the header fields, the
+/// body's own fields and the integrity check, with JSON's field names (under 300
+/// bytes in practice).
+pub(super) const ENVELOPE_ROOM: usize = 512;
 
 /// A message's kind and its encoding.
 type Encoded = (&'static str, Result<Vec<u8>, DecodeError>);
@@ -31,16 +37,24 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         self.mark_dirty(now);
     }
 
-    /// Sends the coalesced delta and persists the state.
+    /// Sends the coalesced delta (in several deltas if it does not fit in one message)
+    /// and persists the state.
     pub(super) fn flush(&mut self, now: Now) {
         self.flush_at = None;
         if let Some(delta) = self.pending.take() {
-            self.dseq += 1;
-            let body = Body::Delta {
-                dseq: self.dseq,
-                state: &delta,
-            };
-            self.send(body, now);
+            match self.fit(&delta) {
+                Ok(pieces) => {
+                    for piece in &pieces {
+                        self.dseq += 1;
+                        let body = Body::Delta {
+                            dseq: self.dseq,
+                            state: piece.as_ref().unwrap_or(&delta),
+                        };
+                        self.send(body, now);
+                    }
+                }
+                Err(e) => self.unsendable(e),
+            }
         }
         if self.persist_dirty && !self.store_blocked {
             self.persist_dirty = false;
@@ -50,13 +64,80 @@ impl<S: Bundle, R: Request> Replica<S, R> {
                 source: self.me,
                 state: &self.state,
             };
-            match self.config.store_codec.encode(&stored) {
-                Ok(bytes) => self.persist = Some(bytes),
+            match self.config.store_codec.encode_framed(&stored) {
+                Ok(bytes) => {
+                    self.persist = Some(bytes);
+                    self.persist_failing = false;
+                }
                 Err(e) => {
                     tracing::warn!(source = %self.me, error = %e, "state not persisted");
+                    if !self.persist_failing {
+                        self.persist_failing = true;
+                        self.events.push_back(Event::Degraded {
+                            reason: Degradation::PersistFailed(e),
+                        });
+                    }
                 }
             }
         }
+    }
+
+    /// `state` in pieces that each fit in one message with room for the envelope:
+    /// `[None]` when it fits whole, else pieces split by [`Merge::split`], each a state
+    /// of its own.
+    ///
+    /// # Errors
+    ///
+    /// The state cannot be encoded, or holds a register too large for a message alone.
+    pub(super) fn fit(&self, state: &State<S>) -> Result<Vec<Option<State<S>>>, DecodeError> {
+        let budget = self.config.max_message_bytes.saturating_sub(ENVELOPE_ROOM);
+        let len = self.config.wire_codec.encode(state)?.len();
+        if len <= budget {
+            return Ok(vec![None]);
+        }
+        let mut fitted = Vec::new();
+        self.split_to_fit(state, len, budget, &mut fitted)?;
+        if fitted.len() > MAX_PARTS as usize {
+            return Err(DecodeError::TooLarge {
+                len,
+                max: self.config.max_message_bytes,
+            });
+        }
+        Ok(fitted.into_iter().map(Some).collect())
+    }
+
+    fn split_to_fit(
+        &self,
+        state: &State<S>,
+        len: usize,
+        budget: usize,
+        fitted: &mut Vec<State<S>>,
+    ) -> Result<(), DecodeError> {
+        let pieces = state.split(len.div_ceil(budget.max(1)).saturating_add(1));
+        if pieces.len() <= 1 {
+            return Err(DecodeError::TooLarge {
+                len: len.saturating_add(ENVELOPE_ROOM),
+                max: self.config.max_message_bytes,
+            });
+        }
+        for piece in pieces {
+            let len = self.config.wire_codec.encode(&piece)?.len();
+            if len <= budget {
+                fitted.push(piece);
+            } else {
+                self.split_to_fit(&piece, len, budget, fitted)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A state could not be sent: say so (it stays here, and a later sync may carry it
+    /// once the limit is raised).
+    pub(super) fn unsendable(&mut self, e: DecodeError) {
+        tracing::warn!(source = %self.me, error = %e, "state not sent");
+        self.events.push_back(Event::Degraded {
+            reason: Degradation::Unsendable(e),
+        });
     }
 
     pub(super) fn send_request(&mut self, leader: SourceId, request: &R, now: Now) {
@@ -91,7 +172,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             term: self.known_term,
             body,
         };
-        (kind, self.config.wire_codec.encode(&envelope))
+        (kind, self.config.wire_codec.encode_framed(&envelope))
     }
 
     pub(super) fn push_encoded(&mut self, (kind, encoded): Encoded) {
