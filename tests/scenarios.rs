@@ -6,11 +6,12 @@
 //! calm network (no delay) makes exact. Each scenario runs on a few seeds (they draw the
 //! replicas' clock offsets and drifts); a failure names its seed.
 
+mod bench;
 mod sim;
 
+use bench::Bench;
 use replisync::{
-    Codec, Event, LeadershipLoss, LeaseConfig, Lifecycle, Now, Replica, SourceId, SyncMode,
-    WriteError,
+    Codec, Event, LeadershipLoss, LeaseConfig, Lifecycle, Replica, SourceId, SyncMode, WriteError,
 };
 use sim::{sim_config, Logged, Options, Req, Session, World};
 
@@ -964,109 +965,6 @@ fn partition_in_distributed_mode_heals_and_converges() {
 }
 
 // --- fencing (leader mode) ---
-
-/// Replicas driven by hand, outside the world, so that single messages can be held back
-/// and delivered late. They share one monotonic time; each wall clock has its own
-/// offset.
-struct Bench {
-    t: u64,
-    offsets: Vec<u64>,
-    replicas: Vec<Replica<Session, Req>>,
-    events: Vec<Vec<Event<Req>>>,
-}
-
-const EPOCH: u64 = 1_700_000_000_000;
-
-impl Bench {
-    fn new(offsets: &[u64]) -> Self {
-        let config = sim_config(SyncMode::Leader, Codec::Binary);
-        let replicas = offsets
-            .iter()
-            .enumerate()
-            .map(|(i, off)| {
-                let me = SourceId::from_u128(i as u128 + 1);
-                Replica::new(config.clone(), me, Now::new(EPOCH + off, 0)).unwrap()
-            })
-            .collect();
-        Bench {
-            t: 0,
-            offsets: offsets.to_vec(),
-            replicas,
-            events: vec![Vec::new(); offsets.len()],
-        }
-    }
-
-    fn now(&self, i: usize) -> Now {
-        Now::new(EPOCH + self.t + self.offsets[i], self.t)
-    }
-
-    fn id(&self, i: usize) -> SourceId {
-        self.replicas[i].source()
-    }
-
-    fn deliver(&mut self, to: usize, bytes: &[u8]) {
-        let now = self.now(to);
-        self.replicas[to].handle_message(bytes, now);
-        while let Some(e) = self.replicas[to].poll_event() {
-            self.events[to].push(e);
-        }
-    }
-
-    /// The messages node `i` has queued.
-    fn outbox(&mut self, i: usize) -> Vec<Vec<u8>> {
-        std::iter::from_fn(|| self.replicas[i].poll_transmit()).collect()
-    }
-
-    /// Sends everything queued along the links `route` allows, until nothing is left.
-    fn pump(&mut self, route: &dyn Fn(usize, usize) -> bool) {
-        loop {
-            let mut quiet = true;
-            for i in 0..self.replicas.len() {
-                for bytes in self.outbox(i) {
-                    quiet = false;
-                    for j in 0..self.replicas.len() {
-                        if j != i && route(i, j) {
-                            self.deliver(j, &bytes);
-                        }
-                    }
-                }
-            }
-            if quiet {
-                break;
-            }
-        }
-    }
-
-    /// Runs to `until`, a millisecond at a time, firing due timers and pumping.
-    fn run(&mut self, until: u64, route: &dyn Fn(usize, usize) -> bool) {
-        while self.t < until {
-            self.t += 1;
-            for i in 0..self.replicas.len() {
-                let now = self.now(i);
-                if self.replicas[i]
-                    .poll_timeout()
-                    .is_some_and(|due| due <= now.mono_ms)
-                {
-                    self.replicas[i].handle_timeout(now);
-                    while let Some(e) = self.replicas[i].poll_event() {
-                        self.events[i].push(e);
-                    }
-                }
-            }
-            self.pump(route);
-        }
-    }
-
-    fn write_config(&mut self, i: usize, value: u32) {
-        let now = self.now(i);
-        self.replicas[i]
-            .write(now, |s, w| Session {
-                config: s.config.write(value, w),
-                ..Default::default()
-            })
-            .unwrap();
-    }
-}
 
 /// A deposed leader still writes in its old term (no authority: it has not heard of
 /// the new term). The newer term's write wins everywhere: at a replica that saw the
