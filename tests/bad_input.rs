@@ -5,6 +5,7 @@
 //! Randomised parts print their seed; replay with `PROPTEST_SEED=<seed>`.
 
 mod common;
+mod mirror;
 
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
@@ -67,6 +68,78 @@ fn arbitrary_bytes_as_messages_are_rejected_whole() {
             })
             .unwrap();
     }
+}
+
+/// Values at the edges of a field's range, and near a real value.
+fn edge(real: u64) -> impl Strategy<Value = u64> {
+    prop_oneof![
+        Just(0),
+        Just(1),
+        Just((1 << 31) - 1),
+        Just(1 << 31),
+        Just((1 << 32) - 1),
+        Just(1 << 32),
+        Just((1 << 63) - 1),
+        Just(1 << 63),
+        Just(u64::MAX),
+        Just(real.wrapping_add(1 << 32)),
+        Just(real.wrapping_sub(1 << 32)),
+        (0..128u64).prop_map(move |d| real.wrapping_add(d)),
+        any::<u64>(),
+    ]
+}
+
+#[test]
+fn extreme_header_values_under_a_valid_check_never_panic_nor_silence_the_sender() {
+    type Env = mirror::Envelope<Doc, String>;
+    let codec = Codec::Binary;
+    let first: Env = mirror::decode(codec, &valid_messages(codec)[0]);
+    let strategy = (
+        edge(first.seq),
+        edge(first.incarnation),
+        edge(first.hlc),
+        edge(first.term),
+        edge(1),
+    );
+    runner()
+        .run(&strategy, |(seq, incarnation, hlc, term, dseq)| {
+            let mut a = replica(codec, 1);
+            let mut b = replica(codec, 2);
+            let write = |a: &mut Replica<Doc, String>, n: u64| {
+                a.write(NOW.after(n), |d, w| Doc {
+                    title: d.title.write(format!("title {n}"), w),
+                    ..Default::default()
+                })
+                .unwrap();
+                std::iter::from_fn(|| a.poll_transmit()).collect::<Vec<_>>()
+            };
+            let real: Vec<Env> = write(&mut a, 0)
+                .iter()
+                .map(|m| mirror::decode(codec, m))
+                .collect();
+            for env in real {
+                let mut env = Env {
+                    seq,
+                    incarnation,
+                    hlc,
+                    term,
+                    ..env
+                };
+                if let mirror::Body::Delta { dseq: d, .. } = &mut env.body {
+                    *d = dseq;
+                }
+                b.handle_message(&mirror::encode(codec, &env), NOW);
+            }
+            // The sender writes on: within a few messages, it is heard again.
+            for n in 1..=8 {
+                for m in write(&mut a, n) {
+                    b.handle_message(&m, NOW.after(n));
+                }
+            }
+            prop_assert_eq!(b.state().title.get(), a.state().title.get());
+            Ok(())
+        })
+        .unwrap();
 }
 
 #[test]
