@@ -11,7 +11,10 @@ use crate::{Merge, Merged, SourceId};
 /// Ordered by `(term, renew_seq, holder)`, never by wall time, and merged by taking the
 /// greater record, so every replica agrees on the latest record whatever order the
 /// messages came in. The term grows by one on every acquisition and is the fencing
-/// token: a replica keeps the highest term it has seen and drops anything older.
+/// token: a replica keeps the highest term it has seen, a leader that hears of a newer
+/// term stops acting at once, and every write carries its writer's term in its version
+/// (see [`Writer::with_term`](crate::Writer::with_term)), so a write of an older term
+/// never outranks one of a newer term, whatever order they arrive in.
 ///
 /// A record says nothing about *when* it expires: each replica measures that on its
 /// own monotonic clock with a [`LeaseWatch`]. A released record (`released`) is free at

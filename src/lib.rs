@@ -57,6 +57,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+// `#[derive(Merge)]` names `::replisync`, which this lets the crate's own code use too.
+extern crate self as replisync;
+
 /// The README's code compiles and runs as a doc test.
 #[cfg(all(doctest, not(target_arch = "wasm32")))]
 #[doc = include_str!("../README.md")]
@@ -92,6 +95,9 @@ pub use lww::Lww;
 pub use map::LwwMap;
 pub use merge::{Fields, Merge, Merged};
 pub use replica::{Invalid, Lifecycle, Replica, Stats, WriteError};
+/// `#[derive(Merge)]`: implements [`Merge`] and [`Fields`] for a struct whose fields
+/// are all [`Merge`], merging every field (see the trait's docs).
+pub use replisync_derive::Merge;
 pub use source::SourceId;
 pub use stamp::{Stamp, MAX_TERM, MAX_VERSION, TERM_SHIFT};
 pub use wire::{Codec, DecodeError, SCHEMA_VERSION};

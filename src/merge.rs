@@ -281,6 +281,50 @@ tuple_merge!(A 0, B 1, C 2, D 3, E 4, F 5);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Hlc, Lww, LwwMap, SourceId};
+
+    #[derive(Clone, Debug, Default, PartialEq, crate::Merge)]
+    struct Derived {
+        title: Lww<String>,
+        tags: LwwMap<String, u32>,
+    }
+
+    #[derive(Clone, Debug, Default, PartialEq, crate::Merge)]
+    struct Pair(Lww<u32>, Lww<u32>);
+
+    #[test]
+    fn derived_merge_covers_every_field() {
+        let mut hlc = Hlc::default();
+        let mut w = hlc.writer(SourceId::from_u128(1), 10);
+        let mut a = Derived::default();
+        let delta = Derived {
+            title: a.title.write("t".into(), &mut w),
+            tags: a.tags.write_insert("x".into(), 1, &mut w),
+        };
+        let merged = a.merge(&delta);
+        assert_eq!(
+            merged.changed_fields(Derived::FIELDS).collect::<Vec<_>>(),
+            ["title", "tags"]
+        );
+        assert_eq!(a, delta);
+        let mut stamps = 0;
+        a.visit_stamps(&mut |_| stamps += 1);
+        assert_eq!(stamps, 2);
+        let pieces = a.split(4);
+        assert_eq!(pieces.len(), 2, "one piece per written field");
+        let mut joined = Derived::default();
+        for p in &pieces {
+            let _ = joined.merge(p);
+        }
+        assert_eq!(joined, a);
+
+        let mut p = Pair::default();
+        let d = Pair(Lww::new(), p.1.write(5, &mut w));
+        assert_eq!(
+            p.merge(&d).changed_fields(Pair::FIELDS).collect::<Vec<_>>(),
+            ["1"]
+        );
+    }
 
     #[test]
     fn field_bits_saturate_at_63() {

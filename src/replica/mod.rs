@@ -137,7 +137,8 @@ pub struct Stats {
     pub bytes_in: u64,
     /// Bytes produced.
     pub bytes_out: u64,
-    /// Messages refused (undecodable, clock ahead, fenced, wrong mode).
+    /// Messages refused (undecodable or corrupted, clock ahead, an invalid field, wrong
+    /// mode).
     pub rejected: u64,
     /// Duplicates, own echoes and messages from a peer's earlier life, dropped.
     pub ignored: u64,
