@@ -595,23 +595,27 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     }
 
     /// The next message to broadcast to every peer.
+    #[must_use = "drain every output after each input"]
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         self.transmit.pop_front()
     }
 
     /// The bytes to persist, replacing whatever was persisted before (the whole state,
     /// framed with its schema version and integrity check).
+    #[must_use = "drain every output after each input"]
     pub fn poll_persist(&mut self) -> Option<Vec<u8>> {
         self.persist.take()
     }
 
     /// The next event for the application.
+    #[must_use = "drain every output after each input"]
     pub fn poll_event(&mut self) -> Option<Event<R>> {
         self.events.pop_front()
     }
 
     /// When (local monotonic ms) [`Replica::handle_timeout`] should next be called;
     /// `None` once the replica has left.
+    #[must_use = "drain every output after each input"]
     pub fn poll_timeout(&self) -> Option<u64> {
         if self.left {
             return None;
