@@ -279,13 +279,14 @@ pub struct Node {
     pub gone: bool,
     /// The term this replica leads, as its events told.
     leading: Option<u64>,
-    /// The highest stamp seen per register in this incarnation (monotonic reads).
-    seen: BTreeMap<Reg, Stamp>,
+    /// The stamp seen last of every register in this incarnation, in `Reg` order
+    /// (monotonic reads).
+    seen: Vec<(Reg, Stamp)>,
     seen_lease: Option<Lease>,
     /// The stamps of the state last persisted.
     disk: BTreeMap<Reg, Stamp>,
-    /// The monotonic time of the oldest accepted write not yet persisted.
-    unpersisted_since: Option<u64>,
+    /// Accepted writes no persisted state holds yet, with the monotonic time of each.
+    unpersisted: Vec<(Reg, Stamp, u64)>,
     /// Own writes no message has carried yet.
     unsent: BTreeMap<Reg, Stamp>,
     /// Writes of a graceful leaver that reached this replica: they must survive if it
@@ -419,10 +420,10 @@ impl World {
                 down_until: None,
                 gone: false,
                 leading: None,
-                seen: BTreeMap::new(),
+                seen: Vec::new(),
                 seen_lease: None,
                 disk: BTreeMap::new(),
-                unpersisted_since: None,
+                unpersisted: Vec::new(),
                 unsent: BTreeMap::new(),
                 owed_mem: Vec::new(),
                 owed_disk: Vec::new(),
@@ -556,14 +557,14 @@ impl World {
             })?;
         }
         // Monotonic reads hold within one incarnation; a restart resumes from the store.
-        node.seen = stamps(replica.state());
+        node.seen = stamps(replica.state()).into_iter().collect();
         node.seen_lease = replica.lease().copied();
         node.replica = Some(replica);
         node.down_until = None;
         node.gone = false;
         node.leading = None;
         node.unsent.clear();
-        node.unpersisted_since = None;
+        node.unpersisted.clear();
         hash_in(&mut self.trace, b"start");
         Ok(())
     }
@@ -816,18 +817,31 @@ impl World {
                 self.opts.store_codec
             ));
         }
-        if fresh.state() != r.state() || fresh.lease() != r.lease() {
+        // The state may have moved on since the bytes were taken (a claim later in the
+        // same input): the store holds nothing the state does not.
+        let current = registers(r.state());
+        let restored = registers(fresh.state());
+        for (reg, held) in &restored {
+            match current.get(reg) {
+                Some(now) if now.0 > held.0 || now == held => {}
+                now => {
+                    return Err(format!(
+                        "encodability: node{i}'s persisted state restores {reg} as {held:?}, but the state holds {now:?}"
+                    ))
+                }
+            }
+        }
+        if fresh.lease() > r.lease() {
             return Err(format!(
-                "encodability: node{i}'s persisted state restores to another state than the one persisted\n  persisted: {:?} {:?}\n  restored:  {:?} {:?}",
-                r.lease(),
-                r.state(),
+                "encodability: node{i}'s persisted state restores the lease as {:?}, but the state holds {:?}",
                 fresh.lease(),
-                fresh.state()
+                r.lease()
             ));
         }
-        node.disk = stamps(r.state());
+        node.unpersisted
+            .retain(|(reg, s, _)| restored.get(reg).is_none_or(|held| held.0 < *s));
+        node.disk = restored.into_iter().map(|(k, h)| (k, h.0)).collect();
         node.store = Some(bytes);
-        node.unpersisted_since = None;
         let owed = std::mem::take(&mut node.owed_mem);
         node.owed_disk.extend(owed);
         Ok(())
@@ -836,7 +850,7 @@ impl World {
     /// A write accepted is persisted within the flush interval.
     fn check_persisted_in_time(&self, i: usize) -> Check {
         let node = &self.nodes[i];
-        let Some(at) = node.unpersisted_since else {
+        let Some(&(reg, stamp, at)) = node.unpersisted.first() else {
             return Ok(());
         };
         let Some(r) = node.replica.as_ref() else {
@@ -850,7 +864,7 @@ impl World {
             Err(e) => ("encodability", format!("; its state does not encode: {e}")),
         };
         Err(format!(
-            "{class}: node{i} accepted a write at mono {at} and has not persisted it {} ms later (flush interval {} ms, store codec {}){why}",
+            "{class}: node{i} accepted a write ({reg} at {stamp:?}) at mono {at} and has not persisted it {} ms later (flush interval {} ms, store codec {}){why}",
             node.mono - at,
             self.opts.flush_interval_ms,
             self.opts.store_codec
@@ -920,7 +934,7 @@ impl World {
                 }
                 self.ledger.record(reg, stamp);
                 node.unsent.insert(reg, stamp);
-                node.unpersisted_since.get_or_insert(mono);
+                node.unpersisted.push((reg, stamp, mono));
             }
             if leader_mode
                 && self.opts.kill_after_write > 0.0
@@ -946,16 +960,35 @@ impl World {
         let Some(r) = node.replica.as_ref() else {
             return Ok(());
         };
-        for (reg, stamp) in stamps(r.state()) {
-            let seen = node.seen.entry(reg).or_insert(Stamp::ZERO);
-            if stamp < *seen {
-                return Err(format!(
-                    "monotonic reads: {} saw {reg} go back from {seen:?} to {stamp:?}",
-                    node.id
-                ));
+        // Registers are never dropped (removals are tombstones), so the registers seen
+        // last are a subsequence of the ones held now: walk both in order.
+        let mut now = Vec::with_capacity(node.seen.len() + 1);
+        let mut old = node.seen.iter().peekable();
+        let mut back = None;
+        oracle::visit(r.state(), |reg, stamp, _| {
+            while let Some((seen_reg, seen)) = old.peek() {
+                if *seen_reg > reg {
+                    break;
+                }
+                if *seen_reg < reg {
+                    back.get_or_insert((*seen_reg, *seen, Stamp::ZERO));
+                } else if stamp < *seen {
+                    back.get_or_insert((reg, *seen, stamp));
+                }
+                old.next();
             }
-            *seen = stamp;
+            now.push((reg, stamp));
+        });
+        for (reg, seen) in old {
+            back.get_or_insert((*reg, *seen, Stamp::ZERO));
         }
+        if let Some((reg, seen, stamp)) = back {
+            return Err(format!(
+                "monotonic reads: {} saw {reg} go back from {seen:?} to {stamp:?}",
+                node.id
+            ));
+        }
+        node.seen = now;
         let lease = r.lease().copied();
         if lease < node.seen_lease {
             return Err(format!(

@@ -33,26 +33,37 @@ impl fmt::Display for Reg {
 /// tombstone).
 pub type Held = (Stamp, Option<u64>);
 
-/// Every register a bundle holds (tombstones included), with its stamp and value.
-pub fn registers(s: &Session) -> BTreeMap<Reg, Held> {
-    let mut out = BTreeMap::new();
-    out.insert(
+/// Calls `f` with every register a bundle holds (tombstones included), its stamp and
+/// its value, in `Reg` order.
+pub fn visit(s: &Session, mut f: impl FnMut(Reg, Stamp, Option<u64>)) {
+    f(
         Reg::Deadline,
-        (*s.deadline.stamp(), s.deadline.get().copied()),
+        *s.deadline.stamp(),
+        s.deadline.get().copied(),
     );
-    out.insert(
+    f(
         Reg::Config,
-        (*s.config.stamp(), s.config.get().map(|v| u64::from(*v))),
+        *s.config.stamp(),
+        s.config.get().map(|v| u64::from(*v)),
     );
     for (k, r) in s.notes.registers() {
-        out.insert(Reg::Note(*k), (*r.stamp(), r.get().map(|v| u64::from(*v))));
+        f(Reg::Note(*k), *r.stamp(), r.get().map(|v| u64::from(*v)));
     }
     for ((a, b), r) in s.pairs.registers() {
-        out.insert(
+        f(
             Reg::Pair(*a, *b),
-            (*r.stamp(), r.get().map(|v| u64::from(*v))),
+            *r.stamp(),
+            r.get().map(|v| u64::from(*v)),
         );
     }
+}
+
+/// Every register a bundle holds, with its stamp and value.
+pub fn registers(s: &Session) -> BTreeMap<Reg, Held> {
+    let mut out = BTreeMap::new();
+    visit(s, |reg, stamp, value| {
+        out.insert(reg, (stamp, value));
+    });
     out
 }
 
