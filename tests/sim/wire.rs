@@ -295,7 +295,11 @@ fn poison(rng: &mut Rng, app: &mut Session, source: SourceId, now_ms: u64) -> &'
             stamp
         };
         if ahead {
-            Stamp::new(base.version, base.updated_at + YEAR_MS, base.source)
+            Stamp::new(
+                base.version,
+                base.updated_at.saturating_add(YEAR_MS),
+                base.source,
+            )
         } else {
             Stamp::new(u64::MAX, base.updated_at, base.source)
         }
@@ -356,7 +360,7 @@ pub fn mutate(rng: &mut Rng, env: &mut Envelope<Body>, now_ms: u64) -> &'static 
                 env.hlc = if rng.chance(0.5) {
                     u64::MAX
                 } else {
-                    env.hlc + YEAR_MS
+                    env.hlc.saturating_add(YEAR_MS)
                 };
                 return "hlc";
             }
