@@ -239,16 +239,32 @@ impl World {
         let wall = self.now(i).wall_ms;
         let max_drift = self.config().max_drift_ms;
         let codec = self.opts.wire_codec;
+        let known = self.nodes[i]
+            .replica
+            .as_ref()
+            .and_then(|r| r.lease())
+            .map_or(0, |l| l.term);
+        let mut owed = Vec::new();
         for batch in &self.leave_batches {
-            if !batch.messages.iter().any(|m| m.as_slice() == bytes) {
+            let Some(m) = batch.messages.iter().find(|m| m.bytes.as_slice() == bytes) else {
                 continue;
-            }
+            };
             let in_drift =
                 wire::decode(codec, bytes).is_some_and(|e| e.hlc <= wall.saturating_add(max_drift));
-            if in_drift {
-                self.nodes[i].owed_mem.extend(batch.claims.iter().copied());
+            if !in_drift {
+                continue;
             }
+            // A write sent before the release, overtaken by the release and a newer
+            // term's claim on the way, meets a replica that keeps the highest term and
+            // may drop the older one: the network's doing. Sent after the release, it is
+            // the leaver's.
+            let overtaken = m.before_release && batch.term.is_some_and(|t| known > t);
+            if !overtaken {
+                owed.extend(m.carries.iter().copied());
+            }
+            owed.extend(batch.uncarried.iter().copied());
         }
+        self.nodes[i].owed_mem.extend(owed);
     }
 
     /// Why the live replicas have not converged: their states differ or do not encode,

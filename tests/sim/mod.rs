@@ -315,8 +315,18 @@ pub enum Departure {
 
 /// The final messages of a graceful leaver and the writes they must bring to the group.
 struct LeaveBatch {
-    messages: Vec<Vec<u8>>,
-    claims: Vec<(Reg, Stamp)>,
+    /// The term the leaver led (leader mode).
+    term: Option<u64>,
+    /// Each message, the writes it carries, and whether it went out before the release.
+    messages: Vec<LeaveMessage>,
+    /// Writes no final message carries: any of them arriving should have brought them.
+    uncarried: Vec<(Reg, Stamp)>,
+}
+
+struct LeaveMessage {
+    bytes: Vec<u8>,
+    carries: Vec<(Reg, Stamp)>,
+    before_release: bool,
 }
 
 /// The simulated world.
@@ -354,6 +364,9 @@ pub struct World {
     pub rejected: u64,
     pub corruptions: u64,
     pub departures: u64,
+    /// Messages of the library that the simulator's mirror of the wire format could not
+    /// read (0 unless the format moved on without the mirror).
+    pub undecodable_own: u64,
 }
 
 pub type Check = Result<(), String>;
@@ -403,6 +416,7 @@ impl World {
             rejected: 0,
             corruptions: 0,
             departures: 0,
+            undecodable_own: 0,
             opts,
         };
         for i in 0..world.opts.nodes {
@@ -436,7 +450,12 @@ impl World {
         }
         for i in 0..world.nodes.len() {
             if let Err(e) = world.try_start(i) {
-                world.startup_error.get_or_insert(e);
+                let crafted = if world.opts.high_start {
+                    " (a high-start store, crafted by the simulator's mirror of the store format)"
+                } else {
+                    ""
+                };
+                world.startup_error.get_or_insert(format!("{e}{crafted}"));
             }
         }
         world
@@ -529,6 +548,9 @@ impl World {
         // yet, when this replica writes legitimately (in leader mode, as the one holder
         // of the newest term).
         let node = &self.nodes[i];
+        let term = (self.opts.mode == SyncMode::Leader)
+            .then_some(node.leading)
+            .flatten();
         let claims: Vec<(Reg, Stamp)> = match (self.opts.mode, node.leading) {
             (SyncMode::Leader, Some(term)) if self.ledger.sole_newest_holder(term, node.id) => node
                 .unsent
@@ -544,8 +566,10 @@ impl World {
         }
         self.drain(i)?;
         if !claims.is_empty() {
-            let messages = std::mem::take(&mut self.last_sent);
-            self.leave_batches.push(LeaveBatch { messages, claims });
+            let sent = std::mem::take(&mut self.last_sent);
+            if let Some(batch) = leave_batch(self.opts.wire_codec, sent, claims, term) {
+                self.leave_batches.push(batch);
+            }
         }
         let node = &mut self.nodes[i];
         node.replica = None;
@@ -716,14 +740,21 @@ impl World {
         for bytes in &sent {
             self.net.send(self.nodes[i].net, bytes, self.time);
             if !self.nodes[i].unsent.is_empty() {
-                if let Some(state) = wire::decode(codec, bytes)
-                    .as_ref()
-                    .and_then(|e| wire::state_of(&e.body))
-                {
-                    let carried = stamps(&state.app);
-                    self.nodes[i]
-                        .unsent
-                        .retain(|reg, s| carried.get(reg).is_none_or(|c| *c < *s));
+                match wire::decode(codec, bytes) {
+                    Some(env) => {
+                        if let Some(state) = wire::state_of(&env.body) {
+                            let carried = stamps(&state.app);
+                            self.nodes[i]
+                                .unsent
+                                .retain(|reg, s| carried.get(reg).is_none_or(|c| *c < *s));
+                        }
+                    }
+                    None => {
+                        // The mirror of the wire format does not read the library's own
+                        // message: claim nothing about what was sent.
+                        self.undecodable_own += 1;
+                        self.nodes[i].unsent.clear();
+                    }
                 }
             }
             if self.opts.corrupt_rate > 0.0 {
@@ -889,7 +920,7 @@ impl World {
     pub fn summary(&self) -> String {
         let o = &self.opts;
         format!(
-            "{} nodes, {:?}, authority={}, wire={}, store={}, flush={} ms, max message={} B, keys={}, pairs={}, high start={}, faults={:?}, t={} ms, deliveries={}, leader gains={}, rejected={}, corruptions={}, departures for good={}",
+            "{} nodes, {:?}, authority={}, wire={}, store={}, flush={} ms, max message={} B, keys={}, pairs={}, high start={}, faults={:?}, t={} ms, deliveries={}, leader gains={}, rejected={}, corruptions={}, departures for good={}, own messages the mirror could not read={}",
             o.nodes,
             o.mode,
             o.authority,
@@ -906,9 +937,51 @@ impl World {
             self.leader_gains,
             self.rejected,
             self.corruptions,
-            self.departures
+            self.departures,
+            self.undecodable_own
         )
     }
+}
+
+/// What a graceful leaver's final messages must bring: which message carries which of
+/// `claims`, and whether it went out before the lease's release. `None` when the
+/// mirror of the wire format cannot read them.
+fn leave_batch(
+    codec: Codec,
+    sent: Vec<Vec<u8>>,
+    claims: Vec<(Reg, Stamp)>,
+    term: Option<u64>,
+) -> Option<LeaveBatch> {
+    let mut messages = Vec::new();
+    let mut released = false;
+    let mut uncarried: BTreeMap<Reg, Stamp> = claims.into_iter().collect();
+    for bytes in sent {
+        let env = wire::decode(codec, &bytes)?;
+        let mut carries = Vec::new();
+        if let Some(state) = wire::state_of(&env.body) {
+            let held = stamps(&state.app);
+            uncarried.retain(|reg, s| {
+                let carried = held.get(reg).is_some_and(|h| h >= s);
+                if carried {
+                    carries.push((*reg, *s));
+                }
+                !carried
+            });
+        }
+        if let wire::Body::Lease { lease, .. } = &env.body {
+            released |= lease.released;
+        }
+        messages.push(LeaveMessage {
+            bytes,
+            carries,
+            before_release: !released,
+        });
+    }
+    Some(LeaveBatch {
+        term,
+        messages,
+        uncarried: uncarried.into_iter().collect(),
+    })
 }
 
 /// One whole seed: phase one under faults, phase two healed; every invariant checked.
