@@ -1,6 +1,6 @@
 //! The swarm simulator over many seeds (see `tests/sim/mod.rs` for the world).
 //!
-//! - `SIM_SEEDS` sets how many seeds to run (default 3,000), `SIM_SEED_START` the
+//! - `SIM_SEEDS` sets how many seeds to run (default 5,000), `SIM_SEED_START` the
 //!   first (default 0), `SIM_THREADS` the worker threads (default: the machine's cores).
 //! - A failure prints its seed and the command that replays it:
 //!   `SIM_SEED=<seed> cargo test --test simulator replay -- --nocapture`.
@@ -26,7 +26,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 #[test]
 fn many_seeds_converge_and_keep_every_invariant() {
-    let count = env_u64("SIM_SEEDS", 3_000);
+    let count = env_u64("SIM_SEEDS", 5_000);
     let first = env_u64("SIM_SEED_START", 0);
     let threads = env_u64(
         "SIM_THREADS",
@@ -153,14 +153,17 @@ impl Running {
                 } else {
                     continue;
                 };
-                println!("simulator: a seed ran away ({why}); seeds in progress:");
+                // Straight to stderr: the test harness's capture dies with the process.
+                let mut report =
+                    format!("simulator: a seed ran away ({why}); seeds in progress:\n");
                 for (seed, at) in seeds.values() {
-                    println!(
-                        "  seed {seed} ({} ms): replay: SIM_SEED={seed} cargo test --test simulator replay -- --nocapture",
+                    report.push_str(&format!(
+                        "  seed {seed} ({} ms): replay: SIM_SEED={seed} cargo test --test simulator replay -- --nocapture\n",
                         at.elapsed().as_millis()
-                    );
+                    ));
                 }
-                println!("simulator: hang: seed {seed} ran away");
+                report.push_str(&format!("simulator: hang: seed {seed} ran away\n"));
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), report.as_bytes());
                 std::process::exit(101);
             }
         }

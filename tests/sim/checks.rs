@@ -231,10 +231,11 @@ impl World {
 
     /// A graceful leaver's final message reaches node `i`: the writes it had to bring
     /// are now this replica's to keep (unless the message is one the receiver must
-    /// refuse for a clock too far ahead).
-    pub(super) fn receive_leave_claims(&mut self, i: usize, bytes: &[u8]) {
+    /// refuse for a clock too far ahead). Returns the writes the message carries that the
+    /// receiver must take at once.
+    pub(super) fn receive_leave_claims(&mut self, i: usize, bytes: &[u8]) -> Vec<(Reg, Stamp)> {
         if self.leave_batches.is_empty() {
-            return;
+            return Vec::new();
         }
         let wall = self.now(i).wall_ms;
         let max_drift = self.config().max_drift_ms;
@@ -245,6 +246,7 @@ impl World {
             .and_then(|r| r.lease())
             .map_or(0, |l| l.term);
         let mut owed = Vec::new();
+        let mut take = Vec::new();
         for batch in &self.leave_batches {
             let Some(m) = batch.messages.iter().find(|m| m.bytes.as_slice() == bytes) else {
                 continue;
@@ -261,10 +263,30 @@ impl World {
             let overtaken = m.before_release && batch.term.is_some_and(|t| known > t);
             if !overtaken {
                 owed.extend(m.carries.iter().copied());
+                take.extend(m.carries.iter().copied());
             }
             owed.extend(batch.uncarried.iter().copied());
         }
         self.nodes[i].owed_mem.extend(owed);
+        take
+    }
+
+    /// Node `i` handled a graceful leaver's message carrying `carried`: it holds them
+    /// (or newer writes) now.
+    pub(super) fn check_leave_taken(&self, i: usize, carried: &[(Reg, Stamp)]) -> Check {
+        let Some(r) = self.nodes[i].replica.as_ref() else {
+            return Ok(());
+        };
+        let held = stamps(r.state());
+        for (reg, s) in carried {
+            let h = held.get(reg).copied().unwrap_or(Stamp::ZERO);
+            if h < *s {
+                return Err(format!(
+                    "durability: node{i} dropped {reg} at {s:?} that a graceful leaver sent it (it holds {h:?}); a leave must bring its writes to the group"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Why the live replicas have not converged: their states differ or do not encode,

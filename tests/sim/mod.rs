@@ -839,7 +839,7 @@ impl World {
             if !self.nodes[i].awake() {
                 continue;
             }
-            self.receive_leave_claims(i, &d.bytes);
+            let carried = self.receive_leave_claims(i, &d.bytes);
             let now = self.now(i);
             if let Some(r) = self.nodes[i].replica.as_mut() {
                 let before = *r.stats();
@@ -850,6 +850,9 @@ impl World {
                 }
             }
             self.drain(i)?;
+            if !carried.is_empty() {
+                self.check_leave_taken(i, &carried)?;
+            }
         }
         for i in 0..self.nodes.len() {
             if self.timeout_of(i).is_some_and(|t| t <= self.time) {

@@ -335,66 +335,85 @@ fn poison(rng: &mut Rng, app: &mut Session, source: SourceId, now_ms: u64) -> &'
     }
 }
 
-/// Sets one field of a real message to an extreme value; returns what it changed.
+/// Sets one field of a real message to an extreme value, or makes it a full sync
+/// numbered `u64::MAX` (its state, if it had one); returns what it changed.
 pub fn mutate(rng: &mut Rng, env: &mut Envelope<Body>, now_ms: u64) -> &'static str {
     let sender = env.sender;
-    let has_dseq = matches!(
-        env.body,
-        Body::Delta { .. } | Body::Lease { .. } | Body::FullSync { .. } | Body::Heartbeat { .. }
-    );
-    loop {
-        match rng.below(8) {
-            0 => {
-                env.seq = extreme(rng, env.seq);
-                return "seq";
-            }
-            1 => {
-                env.incarnation = extreme(rng, env.incarnation);
-                return "incarnation";
-            }
-            2 => {
-                env.term = extreme(rng, env.term);
-                return "term";
-            }
-            3 => {
-                env.hlc = if rng.chance(0.5) {
-                    u64::MAX
+    let mut kinds = vec!["seq", "incarnation", "term", "hlc", "full sync"];
+    match &env.body {
+        Body::Delta { .. } | Body::FullSync { .. } => kinds.extend(["dseq", "payload"]),
+        Body::Lease { .. } => kinds.extend(["dseq", "lease term"]),
+        Body::Heartbeat { .. } => kinds.push("dseq"),
+        _ => {}
+    }
+    if framed() && matches!(env.body, Body::FullSync { .. }) {
+        kinds.push("parts");
+    }
+    match rng.pick(&kinds) {
+        "seq" => {
+            env.seq = extreme(rng, env.seq);
+            "seq"
+        }
+        "incarnation" => {
+            env.incarnation = extreme(rng, env.incarnation);
+            "incarnation"
+        }
+        "term" => {
+            env.term = extreme(rng, env.term);
+            "term"
+        }
+        "hlc" => {
+            env.hlc = if rng.chance(0.5) {
+                u64::MAX
+            } else {
+                env.hlc.saturating_add(YEAR_MS)
+            };
+            "hlc"
+        }
+        "dseq" => {
+            let v = if rng.chance(0.5) { u64::MAX } else { 0 };
+            if let Body::Delta { dseq, .. }
+            | Body::Lease { dseq, .. }
+            | Body::FullSync { dseq, .. }
+            | Body::Heartbeat { dseq, .. } = &mut env.body
+            {
+                *dseq = if v == u64::MAX {
+                    v
                 } else {
-                    env.hlc.saturating_add(YEAR_MS)
+                    extreme(rng, *dseq)
                 };
-                return "hlc";
             }
-            4 if has_dseq => {
-                let v = rng.next();
-                match &mut env.body {
-                    Body::Delta { dseq, .. }
-                    | Body::Lease { dseq, .. }
-                    | Body::FullSync { dseq, .. }
-                    | Body::Heartbeat { dseq, .. } => *dseq = extreme(&mut Rng::new(v), *dseq),
-                    _ => {}
-                }
-                return "dseq";
+            "dseq"
+        }
+        "payload" => match &mut env.body {
+            Body::Delta { state, .. } | Body::FullSync { state, .. } => {
+                poison(rng, &mut state.app, sender, now_ms)
             }
-            5 | 6 => match &mut env.body {
-                Body::Delta { state, .. } | Body::FullSync { state, .. } => {
-                    return poison(rng, &mut state.app, sender, now_ms);
-                }
-                Body::Lease { lease, .. } => {
-                    lease.term = extreme(rng, lease.term);
-                    return "a lease record's term";
-                }
-                _ => {}
-            },
-            7 => {
-                if let Body::FullSync { part, parts, .. } = &mut env.body {
-                    if framed() {
-                        *part = u32::MAX;
-                        *parts = rng.below(2) as u32;
-                        return "a full sync's part";
-                    }
-                }
+            _ => unreachable!("only bodies with a state"),
+        },
+        "lease term" => {
+            if let Body::Lease { lease, .. } = &mut env.body {
+                lease.term = extreme(rng, lease.term);
             }
-            _ => {}
+            "a lease record's term"
+        }
+        "parts" => {
+            if let Body::FullSync { part, parts, .. } = &mut env.body {
+                *part = u32::MAX;
+                *parts = rng.below(2) as u32;
+            }
+            "a full sync's part"
+        }
+        _ => {
+            let state = state_of(&env.body).cloned().unwrap_or_default();
+            env.body = Body::FullSync {
+                to: None,
+                dseq: u64::MAX,
+                part: 0,
+                parts: 1,
+                state,
+            };
+            "a full sync numbered u64::MAX"
         }
     }
 }
