@@ -221,7 +221,7 @@ impl World {
         if verbose() {
             println!("t={} node{from} -> node{to} CORRUPT {what}", self.time);
         }
-        self.corruptions += 1;
+        self.corruptions.push(format!("{what} ({from}->{to})"));
         hash_in(&mut self.trace, &bytes);
         if let Some(r) = self.nodes[to].replica.as_mut() {
             r.handle_message(&bytes, now);

@@ -370,7 +370,8 @@ pub struct World {
     pub deliveries: u64,
     pub leader_gains: u64,
     pub rejected: u64,
-    pub corruptions: u64,
+    /// What the corrupting peer delivered, and from whom to whom.
+    pub corruptions: Vec<String>,
     pub departures: u64,
     /// Messages of the library that the simulator's mirror of the wire format could not
     /// read (0 unless the format moved on without the mirror).
@@ -422,7 +423,7 @@ impl World {
             deliveries: 0,
             leader_gains: 0,
             rejected: 0,
-            corruptions: 0,
+            corruptions: Vec::new(),
             departures: 0,
             undecodable_own: 0,
             opts,
@@ -931,7 +932,7 @@ impl World {
     pub fn summary(&self) -> String {
         let o = &self.opts;
         format!(
-            "{} nodes, {:?}, authority={}, wire={}, store={}, flush={} ms, max message={} B, keys={}, pairs={}, high start={}, faults={:?}, t={} ms, deliveries={}, leader gains={}, rejected={}, corruptions={}, departures for good={}, own messages the mirror could not read={}",
+            "{} nodes, {:?}, authority={}, wire={}, store={}, flush={} ms, max message={} B, keys={}, pairs={}, high start={}, faults={:?}, t={} ms, deliveries={}, leader gains={}, rejected={}, corruptions={:?}, departures for good={}, own messages the mirror could not read={}",
             o.nodes,
             o.mode,
             o.authority,
