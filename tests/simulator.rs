@@ -52,8 +52,7 @@ fn many_seeds_converge_and_keep_every_invariant() {
                         break;
                     }
                     running.start(worker, seed);
-                    let outcome = std::panic::catch_unwind(|| sim::run_seed(seed))
-                        .unwrap_or_else(|p| Err(format!("panicked: {}", panic_message(&*p))));
+                    let outcome = run_quietly(seed);
                     match outcome {
                         Ok(trace) => {
                             // The same seed must give the same run.
@@ -194,6 +193,44 @@ fn class_of(e: &str) -> &str {
     } else {
         class
     }
+}
+
+thread_local! {
+    /// Where the last panic of a seed run on this thread happened, while one runs.
+    static PANICKED_AT: std::cell::RefCell<Option<Option<String>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs one seed, turning a panic into a failure that names where it happened, without
+/// the default hook's report on stderr (other threads' panics report as usual).
+fn run_quietly(seed: u64) -> Result<u64, String> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let quiet = PANICKED_AT.with(|p| {
+                let mut p = p.borrow_mut();
+                let running = p.is_some();
+                if running {
+                    *p = Some(info.location().map(|l| l.to_string()));
+                }
+                running
+            });
+            if !quiet {
+                default(info);
+            }
+        }));
+    });
+    PANICKED_AT.with(|p| *p.borrow_mut() = Some(None));
+    let outcome = std::panic::catch_unwind(|| sim::run_seed(seed));
+    let at = PANICKED_AT.with(|p| p.borrow_mut().take()).flatten();
+    outcome.unwrap_or_else(|p| {
+        Err(format!(
+            "panicked at {}: {}",
+            at.unwrap_or_else(|| "?".into()),
+            panic_message(&*p)
+        ))
+    })
 }
 
 /// The text of a panic.
