@@ -242,6 +242,14 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "(no message)".into())
 }
 
+/// The integrity check the simulator appends to crafted messages and stores is the
+/// library's: CRC-32 (IEEE) as `crc32fast` computes it, whose check value is this.
+#[test]
+fn crafted_input_uses_the_ieee_crc32() {
+    assert_eq!(sim::crc32(b"123456789"), 0xCBF4_3926);
+    assert_eq!(sim::crc32(b""), 0);
+}
+
 /// Replays one seed with a summary: `SIM_SEED=<seed>`. Without it, replays seed 0.
 #[test]
 fn replay() {

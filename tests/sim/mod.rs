@@ -34,6 +34,7 @@ use replisync::{
 use serde::{Deserialize, Serialize};
 
 pub use oracle::{stamps, Ledger, Reg};
+pub use wire::crc32;
 
 /// The bundle the simulated application shares: a session-timeout service's state.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
