@@ -246,8 +246,8 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// library's: CRC-32 (IEEE) as `crc32fast` computes it, whose check value is this.
 #[test]
 fn crafted_input_uses_the_ieee_crc32() {
-    assert_eq!(sim::crc32(b"123456789"), 0xCBF4_3926);
-    assert_eq!(sim::crc32(b""), 0);
+    assert_eq!(sim::wire::crc32(b"123456789"), 0xCBF4_3926);
+    assert_eq!(sim::wire::crc32(b""), 0);
 }
 
 /// Replays one seed with a summary: `SIM_SEED=<seed>`. Without it, replays seed 0.

@@ -22,7 +22,7 @@
 mod checks;
 mod faults;
 mod oracle;
-mod wire;
+pub mod wire;
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -34,7 +34,6 @@ use replisync::{
 use serde::{Deserialize, Serialize};
 
 pub use oracle::{stamps, Ledger, Reg};
-pub use wire::crc32;
 
 /// The bundle the simulated application shares: a session-timeout service's state.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
