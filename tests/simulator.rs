@@ -3,12 +3,19 @@
 //! - `SIM_SEEDS` sets how many seeds to run (default 5,000), `SIM_SEED_START` the
 //!   first (default 0), `SIM_THREADS` the worker threads (default: the machine's cores).
 //! - A failure prints its seed and the command that replays it:
-//!   `SIM_SEED=<seed> cargo test --release --test simulator replay -- --nocapture`.
+//!   `SIM_SEED=<seed> cargo test --test simulator replay -- --nocapture`.
+//! - Arithmetic overflow: `cargo test` builds the test profile (opt-level 2, which keeps
+//!   `overflow-checks` on), so an overflow in the library panics and fails its seed; CI
+//!   runs that. `cargo test --release` builds without overflow checks (faster, for long
+//!   runs), so an overflow there wraps silently and only the oracles can catch its
+//!   effects. The run prints which of the two it is.
 
 mod sim;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -26,36 +33,43 @@ fn many_seeds_converge_and_keep_every_invariant() {
         std::thread::available_parallelism().map_or(2, |n| n.get() as u64),
     );
     println!(
-        "simulator: seeds {first}..{} on {threads} threads",
-        first + count
+        "simulator: seeds {first}..{} on {threads} threads, overflow checks {}",
+        first + count,
+        if overflow_checks() { "on" } else { "off" }
     );
     let next = AtomicU64::new(first);
     let failures = Mutex::new(Vec::new());
-    let started = std::time::Instant::now();
+    let running = Running::default();
+    let started = Instant::now();
     std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| loop {
-                let seed = next.fetch_add(1, Ordering::Relaxed);
-                if seed >= first + count {
-                    break;
-                }
-                let outcome = std::panic::catch_unwind(|| sim::run_seed(seed))
-                    .unwrap_or_else(|_| Err("panicked".into()));
-                match outcome {
-                    Ok(trace) => {
-                        // The same seed must give the same run.
-                        if seed % 50 == 0 {
-                            let again = sim::run_seed(seed);
-                            if again != Ok(trace) {
-                                failures
-                                    .lock()
-                                    .unwrap()
-                                    .push((seed, "not deterministic: a rerun differed".into()));
+        scope.spawn(|| running.watch());
+        for worker in 0..threads {
+            let (next, failures, running) = (&next, &failures, &running);
+            scope.spawn(move || {
+                loop {
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed >= first + count {
+                        break;
+                    }
+                    running.start(worker, seed);
+                    let outcome = run_quietly(seed);
+                    match outcome {
+                        Ok(trace) => {
+                            // The same seed must give the same run.
+                            if seed % 50 == 0 {
+                                let again = sim::run_seed(seed);
+                                if again != Ok(trace) {
+                                    failures
+                                        .lock()
+                                        .unwrap()
+                                        .push((seed, "not deterministic: a rerun differed".into()));
+                                }
                             }
                         }
+                        Err(e) => failures.lock().unwrap().push((seed, e)),
                     }
-                    Err(e) => failures.lock().unwrap().push((seed, e)),
                 }
+                running.finish(worker);
             });
         }
     });
@@ -65,11 +79,23 @@ fn many_seeds_converge_and_keep_every_invariant() {
         count as f64 / elapsed.max(1e-9)
     );
     let failures = failures.into_inner().unwrap();
-    for (seed, e) in failures.iter().take(5) {
-        println!("seed {seed} failed: {e}");
+    let mut failures = failures;
+    failures.sort();
+    let mut classes: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
+    for (seed, e) in &failures {
+        classes.entry(class_of(e)).or_default().push(*seed);
+    }
+    for (class, seeds) in &classes {
         println!(
-            "  replay: SIM_SEED={seed} cargo test --release --test simulator replay -- --nocapture"
+            "simulator: {class}: {} seeds, e.g. {:?}",
+            seeds.len(),
+            &seeds[..seeds.len().min(8)]
         );
+    }
+    let shown = env_u64("SIM_SHOW", 5) as usize;
+    for (seed, e) in failures.iter().take(shown) {
+        println!("seed {seed} failed: {e}");
+        println!("  replay: SIM_SEED={seed} cargo test --test simulator replay -- --nocapture");
     }
     assert!(
         failures.is_empty(),
@@ -79,13 +105,167 @@ fn many_seeds_converge_and_keep_every_invariant() {
     );
 }
 
+/// The seeds in progress, per worker, watched for one that runs away: a library call
+/// that never returns, or one that allocates without end (a livelock inside one input
+/// cannot be interrupted). The watchdog names the seed and ends the process before it
+/// takes the machine down.
+#[derive(Default)]
+struct Running {
+    seeds: Mutex<BTreeMap<u64, (u64, Instant)>>,
+    workers_done: AtomicU64,
+    workers: AtomicU64,
+}
+
+impl Running {
+    fn start(&self, worker: u64, seed: u64) {
+        self.workers.fetch_max(worker + 1, Ordering::Relaxed);
+        self.seeds
+            .lock()
+            .unwrap()
+            .insert(worker, (seed, Instant::now()));
+    }
+
+    fn finish(&self, worker: u64) {
+        self.seeds.lock().unwrap().remove(&worker);
+        self.workers_done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Until every worker is done: every 50 ms, checks the process's resident memory
+    /// (`SIM_MAX_RSS_MB`, default 2,048) and each seed's time (`SIM_MAX_SEED_SECS`,
+    /// default 120).
+    fn watch(&self) {
+        let max_rss = env_u64("SIM_MAX_RSS_MB", 2_048) << 20;
+        let max_time = Duration::from_secs(env_u64("SIM_MAX_SEED_SECS", 120));
+        loop {
+            std::thread::sleep(Duration::from_millis(50));
+            let seeds = self.seeds.lock().unwrap().clone();
+            let workers = self.workers.load(Ordering::Relaxed);
+            if workers > 0 && self.workers_done.load(Ordering::Relaxed) >= workers {
+                return;
+            }
+            let rss = resident_bytes();
+            for (seed, at) in seeds.values() {
+                let why = if rss > max_rss {
+                    format!("the process holds {} MiB", rss >> 20)
+                } else if at.elapsed() > max_time {
+                    format!("it has run for {} s", at.elapsed().as_secs())
+                } else {
+                    continue;
+                };
+                // Straight to stderr: the test harness's capture dies with the process.
+                let mut report =
+                    format!("simulator: a seed ran away ({why}); seeds in progress:\n");
+                for (seed, at) in seeds.values() {
+                    report.push_str(&format!(
+                        "  seed {seed} ({} ms): replay: SIM_SEED={seed} cargo test --test simulator replay -- --nocapture\n",
+                        at.elapsed().as_millis()
+                    ));
+                }
+                report.push_str(&format!("simulator: hang: seed {seed} ran away\n"));
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), report.as_bytes());
+                std::process::exit(101);
+            }
+        }
+    }
+}
+
+/// The process's resident memory, where the system tells it (Linux); 0 elsewhere.
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4_096)
+}
+
+/// Whether this build checks arithmetic for overflow (Cargo's `overflow-checks`
+/// follows `debug-assertions` unless a profile sets it apart; this one does not).
+fn overflow_checks() -> bool {
+    cfg!(debug_assertions)
+}
+
+/// The class of a failure: its message up to the first colon (`durability`,
+/// `term honesty`, `panicked`, …).
+fn class_of(e: &str) -> &str {
+    let line = e.lines().next().unwrap_or_default();
+    let class = line.split(':').next().unwrap_or(line);
+    if class.starts_with("no convergence") {
+        "no convergence"
+    } else {
+        class
+    }
+}
+
+thread_local! {
+    /// Where the last panic of a seed run on this thread happened, while one runs.
+    static PANICKED_AT: std::cell::RefCell<Option<Option<String>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs one seed, turning a panic into a failure that names where it happened, without
+/// the default hook's report on stderr (other threads' panics report as usual).
+fn run_quietly(seed: u64) -> Result<u64, String> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let quiet = PANICKED_AT.with(|p| {
+                let mut p = p.borrow_mut();
+                let running = p.is_some();
+                if running {
+                    *p = Some(info.location().map(|l| l.to_string()));
+                }
+                running
+            });
+            if !quiet {
+                default(info);
+            }
+        }));
+    });
+    PANICKED_AT.with(|p| *p.borrow_mut() = Some(None));
+    let outcome = std::panic::catch_unwind(|| sim::run_seed(seed));
+    let at = PANICKED_AT.with(|p| p.borrow_mut().take()).flatten();
+    outcome.unwrap_or_else(|p| {
+        Err(format!(
+            "panicked at {}: {}",
+            at.unwrap_or_else(|| "?".into()),
+            panic_message(&*p)
+        ))
+    })
+}
+
+/// The text of a panic.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_string()))
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// The integrity check the simulator appends to crafted messages and stores is the
+/// library's: CRC-32 (IEEE) as `crc32fast` computes it, whose check value is this.
+#[test]
+fn crafted_input_uses_the_ieee_crc32() {
+    assert_eq!(sim::wire::crc32(b"123456789"), 0xCBF4_3926);
+    assert_eq!(sim::wire::crc32(b""), 0);
+}
+
 /// Replays one seed with a summary: `SIM_SEED=<seed>`. Without it, replays seed 0.
 #[test]
 fn replay() {
     let seed = env_u64("SIM_SEED", 0);
     let opts = sim::Options::from_seed(seed);
     println!("seed {seed}: {opts:?}");
-    match sim::run_seed(seed) {
+    let running = Running::default();
+    let outcome = std::thread::scope(|scope| {
+        scope.spawn(|| running.watch());
+        running.start(0, seed);
+        let outcome = std::panic::catch_unwind(|| sim::run_seed(seed));
+        running.finish(0);
+        outcome
+    });
+    let outcome = outcome.unwrap_or_else(|p| std::panic::resume_unwind(p));
+    match outcome {
         Ok(trace) => println!("seed {seed}: ok, trace {trace:016x}"),
         Err(e) => panic!("seed {seed} failed: {e}"),
     }

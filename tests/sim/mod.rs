@@ -1,22 +1,39 @@
 //! A deterministic, single-threaded world of replicas, in the style of TigerBeetle's
-//! VOPR: one `u64` seed draws the fault rates, the workload and every random choice;
-//! simulated clocks (each replica's wall clock with its own offset and drift, monotonic
-//! clocks that stop while a replica sleeps); the network is replisync's `SimNetwork`.
+//! VOPR: one `u64` seed draws the configuration (mode, authority, codecs, flush
+//! interval, message limit, how many keys, high starting terms and versions), the fault
+//! rates, the workload and every random choice; simulated clocks (each replica's wall
+//! clock with its own offset and drift, monotonic clocks that stop while a replica
+//! sleeps); the network is replisync's `SimNetwork`.
 //!
-//! Phase one runs the workload under faults; phase two heals everything (network,
-//! clocks, crashed and departed replicas rejoin) and requires convergence within a
-//! bound. The invariants of DESIGN.md §7 are checked all along; a violation is an
-//! `Err` naming the seed.
+//! Phase one runs the workload under faults: crashes and leaves (some for good),
+//! sleeps, partitions, clock steps, garbage, and a corrupting peer that flips bits,
+//! truncates, or re-encodes a real message with one field set to an extreme value. In
+//! some seeds a leader failover is then measured under the network faults. Phase two
+//! heals everything (network, clocks, crashed replicas that were to come back) and
+//! requires convergence within a bound, then checks that no peer was silenced, then
+//! measures failover on the healed network.
+//!
+//! The invariants of DESIGN.md §7 are checked all along (see `drain`, `apply` and
+//! `check_final`); a violation is an `Err` naming the invariant, and the runner names
+//! the seed.
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+mod checks;
+mod faults;
+mod oracle;
+pub mod wire;
+
+use std::collections::{BTreeMap, VecDeque};
 
 use replisync::{
-    impl_merge, Codec, Config, Event, Faults, Lease, LeaseConfig, Lifecycle, Lww, LwwMap,
-    ManualClock, MutexAuthority, NodeId, Now, Replica, SimNetwork, SourceId, Stamp, SyncMode,
+    impl_merge, Codec, Config, DecodeError, Event, Faults, Lease, LeaseConfig, Lifecycle, Lww,
+    LwwMap, ManualClock, MutexAuthority, NodeId, Now, Replica, SimNetwork, SourceId, Stamp,
+    SyncMode,
 };
 use serde::{Deserialize, Serialize};
+
+pub use oracle::{stamps, Ledger, Reg};
 
 /// The bundle the simulated application shares: a session-timeout service's state.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -25,13 +42,17 @@ pub struct Session {
     pub deadline: Lww<u64>,
     /// A configuration register (the idle timeout, say).
     pub config: Lww<u32>,
-    /// Free-form notes by key.
-    pub notes: LwwMap<u8, u32>,
+    /// Free-form notes by key (hundreds of keys in some seeds).
+    pub notes: LwwMap<u16, u32>,
+    /// Keyed by pairs: a map JSON cannot encode once it holds a key (JSON keys are
+    /// strings), so a JSON store or wire meets an unencodable state.
+    pub pairs: LwwMap<(u8, u8), u32>,
 }
 impl_merge!(Session {
     deadline,
     config,
-    notes
+    notes,
+    pairs
 });
 
 /// The application's requests, forwarded to the leader in leader mode.
@@ -42,9 +63,13 @@ pub enum Req {
     /// Set the configuration.
     Config(u32),
     /// Set a note.
-    Note(u8, u32),
+    Note(u16, u32),
     /// Remove a note.
-    Forget(u8),
+    Forget(u16),
+    /// Set `count` notes from key `first` on, in one write.
+    Bulk(u16, u16, u32),
+    /// Set a pair (unencodable in JSON).
+    Pair(u8, u8, u32),
 }
 
 /// SplitMix64: small, fast, and the same everywhere.
@@ -74,6 +99,10 @@ impl Rng {
     pub fn chance(&mut self, p: f64) -> bool {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64 * 1.0 < p
     }
+    /// One of `items`, uniformly.
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
+    }
 }
 
 /// What one run simulates.
@@ -83,7 +112,19 @@ pub struct Options {
     pub nodes: usize,
     pub mode: SyncMode,
     pub authority: bool,
-    pub codec: Codec,
+    /// The codec of messages and the codec of stores, drawn apart.
+    pub wire_codec: Codec,
+    pub store_codec: Codec,
+    /// How long writes coalesce before they are sent and persisted.
+    pub flush_interval_ms: u64,
+    pub max_message_bytes: usize,
+    /// How many distinct note keys the workload writes (8, or hundreds).
+    pub note_keys: u16,
+    /// Share of writes that go to the pairs map (unencodable in JSON).
+    pub pair_rate: f64,
+    /// Stores (and the authority) start with terms near 2^32 and versions near
+    /// `u64::MAX`.
+    pub high_start: bool,
     pub faults: Faults,
     /// Phase one: workload under faults, simulated ms.
     pub phase1_ms: u64,
@@ -96,12 +137,27 @@ pub struct Options {
     pub partition_rate: f64,
     pub jump_rate: f64,
     pub garbage_rate: f64,
+    pub corrupt_rate: f64,
+    /// Share of crashes and leaves that never come back.
+    pub permanent: f64,
+    /// Probability that a replica dies for good right as it gains the lease, and that a
+    /// leader dies or leaves for good right after a write.
+    pub kill_on_claim: f64,
+    pub kill_after_write: f64,
+    /// Whether a leader failover is also measured under the network's faults.
+    pub failover_under_faults: bool,
 }
 
 impl Options {
-    /// Everything drawn from the seed: 2–9 replicas, the mode, an authority or not,
-    /// loss 0–30%, duplication 0–50%, delay and reordering, and the workload's fault
-    /// rates.
+    /// Everything drawn from the seed: 2–9 replicas; leader mode in 60% (with an
+    /// authority in half of all seeds); the wire codec binary in 70%, the store codec
+    /// JSON or binary at even odds (so the library's default, binary wire and JSON
+    /// store, runs in about a third); a flush interval of 0, 10, 50 or 200 ms; a
+    /// message limit of 1 KiB, 4 KiB or 16 MiB; hundreds of note keys in 20%; writes to
+    /// the pairs map (which JSON cannot encode) in 15%; terms near 2^32 in 15%; a
+    /// corrupting peer in half; departures for good in 60%; failover under faults in
+    /// 30% of leader seeds. Then loss 0–30%, duplication 0–50%, delay, reordering and
+    /// the workload's fault rates.
     pub fn from_seed(seed: u64) -> Self {
         let mut rng = Rng::new(seed ^ 0x005e_ed0f_0b71_0ead);
         let max_delay = rng.range(0, 40);
@@ -111,20 +167,36 @@ impl Options {
             delay_ms: (rng.range(0, max_delay.min(5)), max_delay),
             reorder: rng.below(21) as f64 / 100.0,
         };
+        let mode = if rng.chance(0.6) {
+            SyncMode::Leader
+        } else {
+            SyncMode::Distributed
+        };
+        let permanent = rng.chance(0.6);
         Options {
             seed,
             nodes: rng.range(2, 9) as usize,
-            mode: if rng.chance(0.6) {
-                SyncMode::Leader
-            } else {
-                SyncMode::Distributed
-            },
+            mode,
             authority: rng.chance(0.5),
-            codec: if rng.chance(0.7) {
+            wire_codec: if rng.chance(0.7) {
                 Codec::Binary
             } else {
                 Codec::Json
             },
+            store_codec: if rng.chance(0.5) {
+                Codec::Json
+            } else {
+                Codec::Binary
+            },
+            flush_interval_ms: rng.pick(&[0, 0, 10, 50, 200]),
+            max_message_bytes: rng.pick(&[1_024, 4_096, 16 << 20, 16 << 20, 16 << 20]),
+            note_keys: if rng.chance(0.2) {
+                rng.range(100, 300) as u16
+            } else {
+                8
+            },
+            pair_rate: if rng.chance(0.15) { 0.05 } else { 0.0 },
+            high_start: rng.chance(0.15),
             faults,
             phase1_ms: rng.range(2_000, 6_000),
             converge_within_ms: 15_000,
@@ -134,6 +206,15 @@ impl Options {
             partition_rate: rng.below(4) as f64 / 100.0,
             jump_rate: rng.below(3) as f64 / 100.0,
             garbage_rate: rng.below(3) as f64 / 100.0,
+            corrupt_rate: if rng.chance(0.5) {
+                rng.range(1, 3) as f64 / 100.0
+            } else {
+                0.0
+            },
+            permanent: if permanent { 0.3 } else { 0.0 },
+            kill_on_claim: if permanent { 0.1 } else { 0.0 },
+            kill_after_write: if permanent { 0.02 } else { 0.0 },
+            failover_under_faults: mode == SyncMode::Leader && rng.chance(0.3),
         }
     }
 
@@ -144,7 +225,13 @@ impl Options {
             nodes,
             mode,
             authority: false,
-            codec: Codec::Binary,
+            wire_codec: Codec::Binary,
+            store_codec: Codec::Binary,
+            flush_interval_ms: 0,
+            max_message_bytes: 16 << 20,
+            note_keys: 8,
+            pair_rate: 0.0,
+            high_start: false,
             faults: Faults::NONE,
             phase1_ms: 0,
             converge_within_ms: 15_000,
@@ -154,6 +241,11 @@ impl Options {
             partition_rate: 0.0,
             jump_rate: 0.0,
             garbage_rate: 0.0,
+            corrupt_rate: 0.0,
+            permanent: 0.0,
+            kill_on_claim: 0.0,
+            kill_after_write: 0.0,
+            failover_under_faults: false,
         }
     }
 }
@@ -177,6 +269,9 @@ pub fn sim_config(mode: SyncMode, codec: Codec) -> Config {
 
 const EPOCH: u64 = 1_700_000_000_000;
 
+/// The note keys the write probe uses (above any the workload writes).
+const PROBE_KEY: u16 = u16::MAX - 64;
+
 /// One simulated replica: its process (absent while crashed or gone), its store, and
 /// its clocks.
 pub struct Node {
@@ -190,9 +285,24 @@ pub struct Node {
     drift_acc: i64,
     pub asleep_until: Option<u64>,
     pub down_until: Option<u64>,
-    /// The highest stamp seen per register, for the monotonic-reads check.
-    seen: BTreeMap<String, Stamp>,
+    /// Departed for good: never restarted, its store gone.
+    pub gone: bool,
+    /// The term this replica leads, as its events told.
+    leading: Option<u64>,
+    /// The stamp seen last of every register in this incarnation, in `Reg` order
+    /// (monotonic reads).
+    seen: Vec<(Reg, Stamp)>,
     seen_lease: Option<Lease>,
+    /// The stamps of the state last persisted.
+    disk: BTreeMap<Reg, Stamp>,
+    /// Accepted writes no persisted state holds yet, with the monotonic time of each.
+    unpersisted: Vec<(Reg, Stamp, u64)>,
+    /// Own writes no message has carried yet.
+    unsent: BTreeMap<Reg, Stamp>,
+    /// Writes of a graceful leaver that reached this replica: they must survive if it
+    /// does (kept in memory until it persists, then on disk).
+    owed_mem: Vec<(Reg, Stamp)>,
+    owed_disk: Vec<(Reg, Stamp)>,
 }
 
 impl Node {
@@ -204,6 +314,29 @@ impl Node {
     }
 }
 
+/// How a replica departs for good.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Departure {
+    Crash,
+    Leave,
+}
+
+/// The final messages of a graceful leaver and the writes they must bring to the group.
+struct LeaveBatch {
+    /// The term the leaver led (leader mode).
+    term: Option<u64>,
+    /// Each message, the writes it carries, and whether it went out before the release.
+    messages: Vec<LeaveMessage>,
+    /// Writes no final message carries: any of them arriving should have brought them.
+    uncarried: Vec<(Reg, Stamp)>,
+}
+
+struct LeaveMessage {
+    bytes: Vec<u8>,
+    carries: Vec<(Reg, Stamp)>,
+    before_release: bool,
+}
+
 /// The simulated world.
 pub struct World {
     pub opts: Options,
@@ -213,10 +346,23 @@ pub struct World {
     pub net: SimNetwork,
     authority_clock: ManualClock,
     authority: Option<MutexAuthority>,
-    /// The highest stamp written per register by anyone, ever.
-    written: BTreeMap<String, Stamp>,
-    /// Who led each term.
-    holders: BTreeMap<u64, SourceId>,
+    /// Every write and leadership.
+    ledger: Ledger,
+    leave_batches: Vec<LeaveBatch>,
+    /// Departures for good, due at a world time.
+    doomed: Vec<(u64, usize, Departure)>,
+    /// The next replica to gain the lease dies before its claim leaves it.
+    kill_next_claim: bool,
+    /// A replica that could not start from its store when the world was made.
+    startup_error: Option<String>,
+    /// When the last replica killed that way died.
+    killed_claimant_at: Option<u64>,
+    /// The last messages sent, for the corrupting peer.
+    recent: VecDeque<(usize, Vec<u8>)>,
+    /// What the last drain sent.
+    last_sent: Vec<Vec<u8>>,
+    /// The last time each replica admitted a message from each other: (from, to).
+    admitted: BTreeMap<(usize, usize), u64>,
     /// A running hash of everything that happened, for the determinism check.
     pub trace: u64,
     /// Where events go as well, while a scenario logs them.
@@ -224,6 +370,12 @@ pub struct World {
     pub deliveries: u64,
     pub leader_gains: u64,
     pub rejected: u64,
+    /// What the corrupting peer delivered, and from whom to whom.
+    pub corruptions: Vec<String>,
+    pub departures: u64,
+    /// Messages of the library that the simulator's mirror of the wire format could not
+    /// read (0 unless the format moved on without the mirror).
+    pub undecodable_own: u64,
 }
 
 pub type Check = Result<(), String>;
@@ -257,13 +409,23 @@ impl World {
             net,
             authority_clock,
             authority,
-            written: BTreeMap::new(),
-            holders: BTreeMap::new(),
+            ledger: Ledger::default(),
+            leave_batches: Vec::new(),
+            doomed: Vec::new(),
+            kill_next_claim: false,
+            startup_error: None,
+            killed_claimant_at: None,
+            recent: VecDeque::new(),
+            last_sent: Vec::new(),
+            admitted: BTreeMap::new(),
             trace: 0xcbf2_9ce4_8422_2325,
             log: None,
             deliveries: 0,
             leader_gains: 0,
             rejected: 0,
+            corruptions: Vec::new(),
+            departures: 0,
+            undecodable_own: 0,
             opts,
         };
         for i in 0..world.opts.nodes {
@@ -281,12 +443,29 @@ impl World {
                 drift_acc: 0,
                 asleep_until: None,
                 down_until: None,
-                seen: BTreeMap::new(),
+                gone: false,
+                leading: None,
+                seen: Vec::new(),
                 seen_lease: None,
+                disk: BTreeMap::new(),
+                unpersisted: Vec::new(),
+                unsent: BTreeMap::new(),
+                owed_mem: Vec::new(),
+                owed_disk: Vec::new(),
             });
         }
+        if world.opts.high_start {
+            world.seed_high_stores();
+        }
         for i in 0..world.nodes.len() {
-            world.start(i);
+            if let Err(e) = world.try_start(i) {
+                let crafted = if world.opts.high_start {
+                    " (a high-start store, crafted by the simulator's mirror of the store format)"
+                } else {
+                    ""
+                };
+                world.startup_error.get_or_insert(format!("{e}{crafted}"));
+            }
         }
         world
     }
@@ -298,24 +477,63 @@ impl World {
     }
 
     fn config(&self) -> Config {
-        sim_config(self.opts.mode, self.opts.codec)
+        let mut config = sim_config(self.opts.mode, self.opts.wire_codec);
+        config.store_codec = self.opts.store_codec;
+        config.flush_interval_ms = self.opts.flush_interval_ms;
+        config.max_message_bytes = self.opts.max_message_bytes;
+        config
     }
 
-    /// Starts (or restarts) node `i` from its store.
-    pub fn start(&mut self, i: usize) {
-        let now = self.now(i);
-        let mut replica = Replica::new(self.config(), self.nodes[i].id, now).expect("valid config");
+    /// A replica as node `i` would start it, without its store.
+    fn fresh_replica(&self, i: usize) -> Replica<Session, Req> {
+        let mut replica =
+            Replica::new(self.config(), self.nodes[i].id, self.now(i)).expect("valid config");
         if let Some(auth) = &self.authority {
             replica = replica.with_authority(Box::new(auth.clone()));
         }
-        if let Some(bytes) = self.nodes[i].store.clone() {
-            replica
-                .restore(&bytes, now)
-                .expect("a replica's own store is readable");
+        replica
+    }
+
+    /// Starts (or restarts) node `i` from its store.
+    ///
+    /// # Panics
+    ///
+    /// When the store does not restore; [`World::try_start`] returns that as an error.
+    pub fn start(&mut self, i: usize) {
+        if let Err(e) = self.try_start(i) {
+            panic!("{e}");
         }
-        self.nodes[i].replica = Some(replica);
-        self.nodes[i].down_until = None;
+    }
+
+    /// Starts (or restarts) node `i` from its store: restarting never fails.
+    pub fn try_start(&mut self, i: usize) -> Check {
+        let now = self.now(i);
+        let mut replica = self.fresh_replica(i);
+        let node = &mut self.nodes[i];
+        if let Some(bytes) = &node.store {
+            replica.restore(bytes, now).map_err(|e| {
+                format!(
+                    "{}: node{i} cannot restart from its own store ({} bytes): {e}",
+                    if matches!(e, DecodeError::TooLarge { .. }) {
+                        "sizes"
+                    } else {
+                        "restore"
+                    },
+                    bytes.len()
+                )
+            })?;
+        }
+        // Monotonic reads hold within one incarnation; a restart resumes from the store.
+        node.seen = stamps(replica.state()).into_iter().collect();
+        node.seen_lease = replica.lease().copied();
+        node.replica = Some(replica);
+        node.down_until = None;
+        node.gone = false;
+        node.leading = None;
+        node.unsent.clear();
+        node.unpersisted.clear();
         hash_in(&mut self.trace, b"start");
+        Ok(())
     }
 
     /// Kills node `i`: no goodbye, no release; its store survives.
@@ -323,21 +541,72 @@ impl World {
         if verbose() {
             println!("t={} node{i} CRASH", self.time);
         }
-        self.nodes[i].replica = None;
-        self.nodes[i].asleep_until = None;
-        self.nodes[i].down_until = restart_after.map(|d| self.time + d);
+        let node = &mut self.nodes[i];
+        node.replica = None;
+        node.asleep_until = None;
+        node.down_until = restart_after.map(|d| self.time + d);
+        node.leading = None;
+        node.owed_mem.clear();
         hash_in(&mut self.trace, b"crash");
     }
 
     /// Node `i` leaves cleanly.
     pub fn leave(&mut self, i: usize, rejoin_after: Option<u64>) -> Check {
         let now = self.now(i);
+        // What the leave must still bring to the group: own writes no message carried
+        // yet, when this replica writes legitimately (in leader mode, as the one holder
+        // of the newest term).
+        let node = &self.nodes[i];
+        let term = (self.opts.mode == SyncMode::Leader)
+            .then_some(node.leading)
+            .flatten();
+        let claims: Vec<(Reg, Stamp)> = match (self.opts.mode, node.leading) {
+            (SyncMode::Leader, Some(term)) if self.ledger.sole_newest_holder(term, node.id) => node
+                .unsent
+                .iter()
+                .filter(|(_, s)| s.term() == term)
+                .map(|(r, s)| (*r, *s))
+                .collect(),
+            (SyncMode::Leader, _) => Vec::new(),
+            _ => node.unsent.iter().map(|(r, s)| (*r, *s)).collect(),
+        };
         if let Some(r) = self.nodes[i].replica.as_mut() {
             r.handle_lifecycle(Lifecycle::Leave, now);
         }
         self.drain(i)?;
-        self.nodes[i].replica = None;
-        self.nodes[i].down_until = rejoin_after.map(|d| self.time + d);
+        if !claims.is_empty() {
+            let sent = std::mem::take(&mut self.last_sent);
+            if let Some(batch) = leave_batch(self.opts.wire_codec, sent, claims, term) {
+                self.leave_batches.push(batch);
+            }
+        }
+        let node = &mut self.nodes[i];
+        node.replica = None;
+        node.leading = None;
+        node.down_until = rejoin_after.map(|d| self.time + d);
+        Ok(())
+    }
+
+    /// Whether one more replica may depart for good: at least two always stay.
+    fn removable(&self) -> bool {
+        self.nodes.iter().filter(|n| !n.gone).count() > 2
+    }
+
+    /// Node `i` departs for good: it never comes back and its store is gone.
+    pub fn depart(&mut self, i: usize, how: Departure) -> Check {
+        if verbose() {
+            println!("t={} node{i} DEPARTS for good ({how:?})", self.time);
+        }
+        match how {
+            Departure::Crash => self.crash(i, None),
+            Departure::Leave => self.leave(i, None)?,
+        }
+        self.departures += 1;
+        let node = &mut self.nodes[i];
+        node.gone = true;
+        node.store = None;
+        node.down_until = None;
+        hash_in(&mut self.trace, b"depart");
         Ok(())
     }
 
@@ -393,156 +662,118 @@ impl World {
     }
 
     /// Hands node `i`'s outputs to the network, the store and the application, and
-    /// checks monotonic reads and leases.
+    /// checks monotonic reads, leases, persistence and what the store restores to.
     pub fn drain(&mut self, i: usize) -> Check {
         let now_world = self.time;
-        let mut writes = Vec::new();
-        {
-            let node = &mut self.nodes[i];
-            let Some(r) = node.replica.as_mut() else {
+        let (sent, persisted, events) = {
+            let Some(r) = self.nodes[i].replica.as_mut() else {
                 return Ok(());
             };
-            while let Some(bytes) = r.poll_transmit() {
-                hash_in(&mut self.trace, &bytes);
-                self.net.send(node.net, &bytes, now_world);
+            let sent: Vec<Vec<u8>> = std::iter::from_fn(|| r.poll_transmit()).collect();
+            let persisted = r.poll_persist();
+            let events: Vec<Event<Req>> = std::iter::from_fn(|| r.poll_event()).collect();
+            (sent, persisted, events)
+        };
+        for bytes in &sent {
+            hash_in(&mut self.trace, bytes);
+        }
+        let mut writes = Vec::new();
+        let mut killed = false;
+        for event in events {
+            hash_in(&mut self.trace, format!("{i}{event:?}").as_bytes());
+            if verbose() && !matches!(event, Event::Changed { .. }) {
+                println!(
+                    "t={now_world} node{i} mono={} {event:?}",
+                    self.nodes[i].mono
+                );
             }
-            if let Some(bytes) = r.poll_persist() {
-                node.store = Some(bytes);
+            if let Some(log) = self.log.as_mut() {
+                log.push(Logged {
+                    at: now_world,
+                    node: i,
+                    event: event.clone(),
+                });
             }
-            while let Some(event) = r.poll_event() {
-                hash_in(&mut self.trace, format!("{i}{event:?}").as_bytes());
-                if verbose() && !matches!(event, Event::Changed { .. }) {
-                    println!("t={now_world} node{i} mono={} {event:?}", node.mono);
-                }
-                if let Some(log) = self.log.as_mut() {
-                    log.push(Logged {
-                        at: now_world,
-                        node: i,
-                        event: event.clone(),
-                    });
-                }
-                match event {
-                    Event::Request { request, .. } => writes.push(request),
-                    Event::LeadershipGained { term } => {
-                        self.leader_gains += 1;
-                        if let Some(prev) = self.holders.insert(term, node.id) {
-                            if prev != node.id && self.opts.authority {
-                                return Err(format!(
-                                    "two holders of term {term} with an authority: {prev} and {}",
-                                    node.id
-                                ));
-                            }
-                        }
+            match event {
+                Event::Request { request, .. } => writes.push(request),
+                Event::LeadershipGained { term } => {
+                    self.leader_gains += 1;
+                    let id = self.nodes[i].id;
+                    let holders = self.ledger.holders.entry(term).or_default();
+                    if self.opts.authority && holders.iter().any(|h| *h != id) {
+                        return Err(format!(
+                            "lease: two holders of term {term} with an authority: {holders:?} and {id}"
+                        ));
                     }
-                    Event::MessageRejected { .. } => self.rejected += 1,
-                    _ => {}
+                    holders.insert(id);
+                    self.ledger.max_term = self.ledger.max_term.max(term);
+                    self.nodes[i].leading = Some(term);
+                    // A holder dies for good right as it claims, before its claim
+                    // message leaves it.
+                    let kill = self.kill_next_claim
+                        || (self.opts.kill_on_claim > 0.0
+                            && self.time < self.opts.phase1_ms
+                            && self.rng.chance(self.opts.kill_on_claim));
+                    if kill && self.removable() {
+                        killed = true;
+                    }
                 }
+                Event::LeadershipLost { .. } => self.nodes[i].leading = None,
+                Event::MessageRejected { .. } => self.rejected += 1,
+                _ => {}
             }
+        }
+        if killed {
+            self.kill_next_claim = false;
+            self.killed_claimant_at = Some(now_world);
+            return self.depart(i, Departure::Crash);
+        }
+        self.transmit(i, sent);
+        if let Some(bytes) = persisted {
+            self.persisted(i, bytes)?;
         }
         for request in writes {
             self.apply(i, request)?;
         }
         self.check_monotonic(i)?;
+        self.check_persisted_in_time(i)?;
         if self.opts.authority {
             self.check_single_holder()?;
         }
         Ok(())
     }
 
-    /// The application at node `i` acts on a request by writing.
-    fn apply(&mut self, i: usize, request: Req) -> Check {
-        let now = self.now(i);
-        let Some(r) = self.nodes[i].replica.as_mut() else {
-            return Ok(());
-        };
-        let result = r.write(now, |s, w| match request {
-            Req::Activity(at) => Session {
-                deadline: s
-                    .deadline
-                    .write(at.max(s.deadline.get().copied().unwrap_or(0)), w),
-                ..Default::default()
-            },
-            Req::Config(v) => Session {
-                config: s.config.write(v, w),
-                ..Default::default()
-            },
-            Req::Note(k, v) => Session {
-                notes: s.notes.write_insert(k, v, w),
-                ..Default::default()
-            },
-            Req::Forget(k) => Session {
-                notes: s.notes.write_remove(&k, w),
-                ..Default::default()
-            },
-        });
-        if result.is_ok() {
-            let state = r.state();
-            let mut record = |name: String, stamp: Stamp| {
-                let e = self.written.entry(name).or_insert(Stamp::ZERO);
-                *e = (*e).max(stamp);
-            };
-            record("deadline".into(), *state.deadline.stamp());
-            record("config".into(), *state.config.stamp());
-            for (k, reg) in state.notes.registers() {
-                record(format!("note{k}"), *reg.stamp());
+    /// Sends node `i`'s messages, noting which of its writes they carry.
+    fn transmit(&mut self, i: usize, sent: Vec<Vec<u8>>) {
+        let codec = self.opts.wire_codec;
+        for bytes in &sent {
+            self.net.send(self.nodes[i].net, bytes, self.time);
+            if !self.nodes[i].unsent.is_empty() {
+                match wire::decode(codec, bytes) {
+                    Some(env) => {
+                        if let Some(state) = wire::state_of(&env.body) {
+                            let carried = stamps(&state.app);
+                            self.nodes[i]
+                                .unsent
+                                .retain(|reg, s| carried.get(reg).is_none_or(|c| *c < *s));
+                        }
+                    }
+                    None => {
+                        // The mirror of the wire format does not read the library's own
+                        // message: claim nothing about what was sent.
+                        self.undecodable_own += 1;
+                        self.nodes[i].unsent.clear();
+                    }
+                }
+            }
+            if self.opts.corrupt_rate > 0.0 {
+                if self.recent.len() >= 32 {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back((i, bytes.clone()));
             }
         }
-        // A write refused (leadership lost between request and answer) is the
-        // application's to retry; the simulation drops it.
-        self.drain(i)
-    }
-
-    fn check_monotonic(&mut self, i: usize) -> Check {
-        let node = &mut self.nodes[i];
-        let Some(r) = node.replica.as_ref() else {
-            return Ok(());
-        };
-        let s = r.state();
-        let mut regs: Vec<(String, Stamp)> = vec![
-            ("deadline".into(), *s.deadline.stamp()),
-            ("config".into(), *s.config.stamp()),
-        ];
-        regs.extend(
-            s.notes
-                .registers()
-                .map(|(k, r)| (format!("note{k}"), *r.stamp())),
-        );
-        for (name, stamp) in regs {
-            let seen = node.seen.entry(name.clone()).or_insert(Stamp::ZERO);
-            if stamp < *seen {
-                return Err(format!(
-                    "monotonic reads: {} saw {name} go back from {seen:?} to {stamp:?}",
-                    node.id
-                ));
-            }
-            *seen = stamp;
-        }
-        let lease = r.lease().copied();
-        if lease < node.seen_lease {
-            return Err(format!(
-                "monotonic reads: {}'s lease went back from {:?} to {lease:?}",
-                node.id, node.seen_lease
-            ));
-        }
-        node.seen_lease = lease;
-        Ok(())
-    }
-
-    /// With an authority, never two awake replicas acting as leader at once.
-    fn check_single_holder(&self) -> Check {
-        let leaders: Vec<SourceId> = self
-            .nodes
-            .iter()
-            .filter(|n| n.awake() && n.replica.as_ref().is_some_and(|r| r.is_leader()))
-            .map(|n| n.id)
-            .collect();
-        if leaders.len() > 1 {
-            return Err(format!(
-                "two leaders at once with an authority at t={}: {leaders:?}",
-                self.time
-            ));
-        }
-        Ok(())
+        self.last_sent = sent;
     }
 
     /// Runs until world time `until`, with `workload` deciding what happens at each
@@ -564,6 +795,9 @@ impl World {
                 if let Some(t) = self.nodes[i].down_until {
                     next = next.min(t);
                 }
+            }
+            for (t, _, _) in &self.doomed {
+                next = next.min(*t);
             }
             if with_workload {
                 next = next.min(next_action);
@@ -592,20 +826,42 @@ impl World {
                 self.wake(i)?;
             }
             if self.nodes[i].down_until.is_some_and(|t| t <= self.time) {
-                self.start(i);
+                self.try_start(i)?;
+            }
+        }
+        let due: Vec<(u64, usize, Departure)> = self
+            .doomed
+            .iter()
+            .copied()
+            .filter(|(t, _, _)| *t <= self.time)
+            .collect();
+        self.doomed.retain(|(t, _, _)| *t > self.time);
+        for (_, i, how) in due {
+            if self.nodes[i].awake() && self.removable() {
+                self.depart(i, how)?;
             }
         }
         while let Some(d) = self.net.poll_deliver(self.time) {
             let i = d.to.as_u64() as usize;
+            let from = d.from.as_u64() as usize;
             self.deliveries += 1;
             if !self.nodes[i].awake() {
                 continue;
             }
+            let carried = self.receive_leave_claims(i, &d.bytes);
             let now = self.now(i);
             if let Some(r) = self.nodes[i].replica.as_mut() {
+                let before = *r.stats();
                 r.handle_message(&d.bytes, now);
+                let after = r.stats();
+                if after.ignored == before.ignored && after.rejected == before.rejected {
+                    self.admitted.insert((from, i), self.time);
+                }
             }
             self.drain(i)?;
+            if !carried.is_empty() {
+                self.check_leave_taken(i, &carried)?;
+            }
         }
         for i in 0..self.nodes.len() {
             if self.timeout_of(i).is_some_and(|t| t <= self.time) {
@@ -622,90 +878,6 @@ impl World {
         Ok(())
     }
 
-    fn random_node(&mut self, pred: impl Fn(&Node) -> bool) -> Option<usize> {
-        let candidates: Vec<usize> = (0..self.nodes.len())
-            .filter(|i| pred(&self.nodes[*i]))
-            .collect();
-        if candidates.is_empty() {
-            return None;
-        }
-        Some(candidates[self.rng.below(candidates.len() as u64) as usize])
-    }
-
-    /// One workload step: usually application traffic, sometimes a fault.
-    fn act(&mut self) -> Check {
-        let o = self.opts.clone();
-        let roll = self.rng.below(1_000) as f64 / 1_000.0;
-        let mut acc = 0.0;
-        let mut pick = |p: f64| {
-            acc += p;
-            roll < acc
-        };
-        if pick(o.crash_rate) {
-            if let Some(i) = self.random_node(Node::live) {
-                let after = self.rng.range(50, 1_500);
-                self.crash(i, Some(after));
-            }
-        } else if pick(o.leave_rate) {
-            if let Some(i) = self.random_node(Node::awake) {
-                let after = self.rng.range(100, 2_000);
-                self.leave(i, Some(after))?;
-            }
-        } else if pick(o.sleep_rate) {
-            if let Some(i) = self.random_node(Node::awake) {
-                let ms = self.rng.range(160, 1_500);
-                self.sleep(i, ms);
-            }
-        } else if pick(o.partition_rate) {
-            let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.net).collect();
-            let cut = self.rng.range(1, ids.len() as u64 - 1) as usize;
-            let (a, b) = ids.split_at(cut);
-            self.net.partition(&[a, b]);
-            hash_in(&mut self.trace, b"partition");
-        } else if pick(o.partition_rate) {
-            self.net.heal();
-            self.net.set_faults(o.faults).expect("valid faults");
-        } else if pick(o.jump_rate) {
-            if let Some(i) = self.random_node(Node::live) {
-                // A step of the wall clock to anywhere within ±600 ms of true time.
-                self.nodes[i].wall_offset = self.rng.range(0, 1_200) as i64 - 600;
-            }
-        } else if pick(o.garbage_rate) {
-            if let Some(i) = self.random_node(Node::awake) {
-                let len = self.rng.range(0, 64) as usize;
-                let bytes: Vec<u8> = (0..len).map(|_| self.rng.next() as u8).collect();
-                let now = self.now(i);
-                if let Some(r) = self.nodes[i].replica.as_mut() {
-                    r.handle_message(&bytes, now);
-                }
-                self.drain(i)?;
-            }
-        } else if pick(0.02) {
-            if let Some(i) = self.random_node(Node::awake) {
-                let signal = [
-                    Lifecycle::Hidden,
-                    Lifecycle::Visible,
-                    Lifecycle::Freeze,
-                    Lifecycle::Resume,
-                ][self.rng.below(4) as usize];
-                let now = self.now(i);
-                if let Some(r) = self.nodes[i].replica.as_mut() {
-                    r.handle_lifecycle(signal, now);
-                }
-                self.drain(i)?;
-            }
-        } else if let Some(i) = self.random_node(Node::awake) {
-            let request = match self.rng.below(10) {
-                0 => Req::Config(self.rng.range(1, 100) as u32),
-                1..=3 => Req::Note(self.rng.below(8) as u8, self.rng.below(1_000) as u32),
-                4 => Req::Forget(self.rng.below(8) as u8),
-                _ => Req::Activity(self.now(i).wall_ms + 60_000),
-            };
-            self.user(i, request)?;
-        }
-        Ok(())
-    }
-
     /// The user does something at node `i`: the leader (or any replica in distributed
     /// mode) writes; a follower sends a request.
     pub fn user(&mut self, i: usize, request: Req) -> Check {
@@ -718,43 +890,22 @@ impl World {
     }
 
     /// Phase two: heal the network and the clocks, wake everyone, bring back everyone
-    /// who crashed or left.
+    /// who crashed or left and was to come back.
     pub fn heal(&mut self) -> Check {
         self.net.heal();
+        self.doomed.clear();
         for i in 0..self.nodes.len() {
             self.nodes[i].wall_offset = self.nodes[i].wall_offset.clamp(-100, 100);
             self.nodes[i].drift_ppm = 0;
             if self.nodes[i].asleep_until.is_some() {
                 self.wake(i)?;
             }
-            if !self.nodes[i].live() {
-                self.start(i);
+            if !self.nodes[i].live() && !self.nodes[i].gone {
+                self.try_start(i)?;
             }
         }
         hash_in(&mut self.trace, b"heal");
         Ok(())
-    }
-
-    /// Whether every live replica holds byte-identical state, and in leader mode one
-    /// of them leads and all agree on it.
-    pub fn converged(&self) -> bool {
-        let live: Vec<&Replica<Session, Req>> = self
-            .nodes
-            .iter()
-            .filter_map(|n| n.replica.as_ref())
-            .collect();
-        let Some(first) = live.first() else {
-            return true;
-        };
-        let bytes = first.encode_state().ok();
-        if !live.iter().all(|r| r.encode_state().ok() == bytes) {
-            return false;
-        }
-        if self.opts.mode == SyncMode::Leader {
-            let leaders = live.iter().filter(|r| r.is_leader()).count();
-            return leaders == 1;
-        }
-        true
     }
 
     /// Runs phase two until convergence, checked every 10 ms, within the bound.
@@ -771,94 +922,6 @@ impl World {
         Err(self.divergence_report())
     }
 
-    fn divergence_report(&self) -> String {
-        let mut out = format!("no convergence within {} ms:", self.opts.converge_within_ms);
-        for n in &self.nodes {
-            if let Some(r) = &n.replica {
-                out.push_str(&format!(
-                    "\n  {} leader={} lease={:?} deadline={:?} config={:?} notes={:?}",
-                    n.id,
-                    r.is_leader(),
-                    r.lease(),
-                    r.state().deadline,
-                    r.state().config,
-                    r.state().notes.registers().collect::<Vec<_>>()
-                ));
-            }
-        }
-        out
-    }
-
-    /// Durability and fencing in the converged state: every register holds the
-    /// greatest write ever made to it, so no write of an older term outranks one of a
-    /// newer term, and no persisted write was lost.
-    pub fn check_final(&self) -> Check {
-        let Some(r) = self.nodes.iter().find_map(|n| n.replica.as_ref()) else {
-            return Ok(());
-        };
-        let s = r.state();
-        let mut have: BTreeMap<String, Stamp> = BTreeMap::new();
-        have.insert("deadline".into(), *s.deadline.stamp());
-        have.insert("config".into(), *s.config.stamp());
-        for (k, reg) in s.notes.registers() {
-            have.insert(format!("note{k}"), *reg.stamp());
-        }
-        for (name, written) in &self.written {
-            let held = have.get(name).copied().unwrap_or(Stamp::ZERO);
-            if held != *written {
-                return Err(format!(
-                    "register {name}: converged on {held:?}, but the greatest write was {written:?}"
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// In leader mode, after convergence: the leader crashes; a successor must lead
-    /// within lease duration + one renew interval. Then that successor leaves; the
-    /// next must lead within one message.
-    pub fn check_failover(&mut self) -> Check {
-        if self.opts.mode != SyncMode::Leader || self.nodes.len() < 3 {
-            return Ok(());
-        }
-        let config = self.config();
-        let Some(leader) = self.current_leader() else {
-            return Err("no leader after convergence".into());
-        };
-        self.crash(leader, None);
-        let crashed_at = self.time;
-        let bound = config.lease.duration_ms() + config.lease.renew_interval_ms();
-        let mut successor = None;
-        while self.time <= crashed_at + bound {
-            let t = self.time + 1;
-            self.run_until(t, false)?;
-            if let Some(s) = self.current_leader() {
-                successor = Some(s);
-                break;
-            }
-        }
-        let Some(successor) = successor else {
-            return Err(format!(
-                "no successor within {bound} ms of the leader's crash"
-            ));
-        };
-        self.leave(successor, None)?;
-        let left_at = self.time;
-        // One message: delivered at once on the healed network (plus the claim's own
-        // hop to the authority, which is immediate).
-        while self.time <= left_at + config.lease.max_delay_ms() {
-            let t = self.time + 1;
-            self.run_until(t, false)?;
-            if self.current_leader().is_some() {
-                return Ok(());
-            }
-        }
-        Err(format!(
-            "no successor within one message of the leader leaving (t={})",
-            self.time
-        ))
-    }
-
     pub fn current_leader(&self) -> Option<usize> {
         self.nodes
             .iter()
@@ -867,19 +930,70 @@ impl World {
 
     /// A summary for logs.
     pub fn summary(&self) -> String {
+        let o = &self.opts;
         format!(
-            "{} nodes, {:?}, authority={}, codec={}, faults={:?}, t={} ms, deliveries={}, leader gains={}, rejected={}",
-            self.opts.nodes,
-            self.opts.mode,
-            self.opts.authority,
-            self.opts.codec,
-            self.opts.faults,
+            "{} nodes, {:?}, authority={}, wire={}, store={}, flush={} ms, max message={} B, keys={}, pairs={}, high start={}, faults={:?}, t={} ms, deliveries={}, leader gains={}, rejected={}, corruptions={:?}, departures for good={}, own messages the mirror could not read={}",
+            o.nodes,
+            o.mode,
+            o.authority,
+            o.wire_codec,
+            o.store_codec,
+            o.flush_interval_ms,
+            o.max_message_bytes,
+            o.note_keys,
+            o.pair_rate > 0.0,
+            o.high_start,
+            o.faults,
             self.time,
             self.deliveries,
             self.leader_gains,
-            self.rejected
+            self.rejected,
+            self.corruptions,
+            self.departures,
+            self.undecodable_own
         )
     }
+}
+
+/// What a graceful leaver's final messages must bring: which message carries which of
+/// `claims`, and whether it went out before the lease's release. `None` when the
+/// mirror of the wire format cannot read them.
+fn leave_batch(
+    codec: Codec,
+    sent: Vec<Vec<u8>>,
+    claims: Vec<(Reg, Stamp)>,
+    term: Option<u64>,
+) -> Option<LeaveBatch> {
+    let mut messages = Vec::new();
+    let mut released = false;
+    let mut uncarried: BTreeMap<Reg, Stamp> = claims.into_iter().collect();
+    for bytes in sent {
+        let env = wire::decode(codec, &bytes)?;
+        let mut carries = Vec::new();
+        if let Some(state) = wire::state_of(&env.body) {
+            let held = stamps(&state.app);
+            uncarried.retain(|reg, s| {
+                let carried = held.get(reg).is_some_and(|h| h >= s);
+                if carried {
+                    carries.push((*reg, *s));
+                }
+                !carried
+            });
+        }
+        if let wire::Body::Lease { lease, .. } = &env.body {
+            released |= lease.released;
+        }
+        messages.push(LeaveMessage {
+            bytes,
+            carries,
+            before_release: !released,
+        });
+    }
+    Some(LeaveBatch {
+        term,
+        messages,
+        uncarried: uncarried.into_iter().collect(),
+    })
 }
 
 /// One whole seed: phase one under faults, phase two healed; every invariant checked.
@@ -887,30 +1001,31 @@ impl World {
 pub fn run_seed(seed: u64) -> Result<u64, String> {
     let opts = Options::from_seed(seed);
     let mut world = World::new(opts);
+    let outcome = run_world(&mut world);
+    outcome
+        .map(|()| world.trace)
+        .map_err(|e| format!("{e}\n  [{}]", world.summary()))
+}
+
+fn run_world(world: &mut World) -> Check {
+    if let Some(e) = world.startup_error.take() {
+        return Err(e);
+    }
     let phase1 = world.opts.phase1_ms;
-    world
-        .run_until(phase1, true)
-        .map_err(|e| format!("{e}\n  [{}]", world.summary()))?;
-    world
-        .heal()
-        .map_err(|e| format!("{e}\n  [{}]", world.summary()))?;
-    world
-        .converge()
-        .map_err(|e| format!("{e}\n  [{}]", world.summary()))?;
-    world
-        .check_final()
-        .map_err(|e| format!("{e}\n  [{}]", world.summary()))?;
+    world.run_until(phase1, true)?;
+    if world.opts.failover_under_faults {
+        world.check_failover_under_faults()?;
+    }
+    world.heal()?;
+    world.converge()?;
+    world.check_final()?;
     // A replica whose wall clock stood ahead keeps its HLC ahead (it never goes back);
-    // its messages are refused until real time catches up. Let that pass before the
-    // failover timings are measured.
+    // its messages are refused until real time catches up. Let that pass before peers
+    // are probed and the failover timings are measured.
     let calm = world.time + 1_000;
-    world
-        .run_until(calm, false)
-        .map_err(|e| format!("{e}\n  [{}]", world.summary()))?;
-    world
-        .check_failover()
-        .map_err(|e| format!("{e}\n  [{}]", world.summary()))?;
-    Ok(world.trace)
+    world.run_until(calm, false)?;
+    world.check_no_silenced_peer()?;
+    world.check_failover()
 }
 
 /// An event a replica raised, with the world time and the node that raised it.

@@ -1,0 +1,365 @@
+//! What goes wrong in the simulated world beyond the network's own faults: the
+//! workload's crashes, leaves (some for good), sleeps, partitions, clock steps, garbage
+//! and a corrupting peer; stores from an earlier life with terms near 2^32; and leader
+//! failover, measured on the healed network and under faults.
+
+use replisync::{Lease, Lifecycle, Lww, NodeId, SourceId, Stamp, SyncMode, SCHEMA_VERSION};
+
+use super::oracle::{registers, stamps};
+use super::{hash_in, verbose, wire, Check, Departure, Node, Req, Rng, Session, World, EPOCH};
+
+impl World {
+    pub(super) fn random_node(&mut self, pred: impl Fn(&Node) -> bool) -> Option<usize> {
+        let candidates: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| pred(&self.nodes[*i]))
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        Some(candidates[self.rng.below(candidates.len() as u64) as usize])
+    }
+
+    /// One workload step: usually application traffic, sometimes a fault.
+    pub(super) fn act(&mut self) -> Check {
+        let o = self.opts.clone();
+        let roll = self.rng.below(1_000) as f64 / 1_000.0;
+        let mut acc = 0.0;
+        let mut pick = |p: f64| {
+            acc += p;
+            roll < acc
+        };
+        if pick(o.crash_rate) {
+            if let Some(i) = self.random_node(Node::live) {
+                if self.rng.chance(o.permanent) && self.removable() {
+                    self.depart(i, Departure::Crash)?;
+                } else {
+                    let after = self.rng.range(50, 1_500);
+                    self.crash(i, Some(after));
+                }
+            }
+        } else if pick(o.leave_rate) {
+            if let Some(i) = self.random_node(Node::awake) {
+                if self.rng.chance(o.permanent) && self.removable() {
+                    self.depart(i, Departure::Leave)?;
+                } else {
+                    let after = self.rng.range(100, 2_000);
+                    self.leave(i, Some(after))?;
+                }
+            }
+        } else if pick(o.sleep_rate) {
+            if let Some(i) = self.random_node(Node::awake) {
+                let ms = self.rng.range(160, 1_500);
+                self.sleep(i, ms);
+            }
+        } else if pick(o.partition_rate) {
+            let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.net).collect();
+            let cut = self.rng.range(1, ids.len() as u64 - 1) as usize;
+            let (a, b) = ids.split_at(cut);
+            self.net.partition(&[a, b]);
+            hash_in(&mut self.trace, b"partition");
+        } else if pick(o.partition_rate) {
+            self.net.heal();
+            self.net.set_faults(o.faults).expect("valid faults");
+        } else if pick(o.jump_rate) {
+            if let Some(i) = self.random_node(Node::live) {
+                // A step of the wall clock to anywhere within ±600 ms of true time.
+                self.nodes[i].wall_offset = self.rng.range(0, 1_200) as i64 - 600;
+            }
+        } else if pick(o.garbage_rate) {
+            if let Some(i) = self.random_node(Node::awake) {
+                let len = self.rng.range(0, 64) as usize;
+                let bytes: Vec<u8> = (0..len).map(|_| self.rng.next() as u8).collect();
+                let now = self.now(i);
+                if let Some(r) = self.nodes[i].replica.as_mut() {
+                    r.handle_message(&bytes, now);
+                }
+                self.drain(i)?;
+            }
+        } else if pick(o.corrupt_rate) {
+            self.corrupt()?;
+        } else if pick(0.02) {
+            if let Some(i) = self.random_node(Node::awake) {
+                let signal = [
+                    Lifecycle::Hidden,
+                    Lifecycle::Visible,
+                    Lifecycle::Freeze,
+                    Lifecycle::Resume,
+                ][self.rng.below(4) as usize];
+                let now = self.now(i);
+                if let Some(r) = self.nodes[i].replica.as_mut() {
+                    r.handle_lifecycle(signal, now);
+                }
+                self.drain(i)?;
+            }
+        } else if let Some(i) = self.random_node(Node::awake) {
+            let keys = u64::from(o.note_keys);
+            let request = match self.rng.below(20) {
+                _ if self.rng.chance(o.pair_rate) => Req::Pair(
+                    self.rng.below(4) as u8,
+                    self.rng.below(4) as u8,
+                    self.rng.below(1_000) as u32,
+                ),
+                0 | 1 => Req::Config(self.rng.range(1, 100) as u32),
+                2..=7 => Req::Note(self.rng.below(keys) as u16, self.rng.below(1_000) as u32),
+                8 | 9 => Req::Forget(self.rng.below(keys) as u16),
+                10 if keys > 8 => {
+                    let first = self.rng.below(keys);
+                    let count = self.rng.range(1, keys - first);
+                    Req::Bulk(first as u16, count as u16, self.rng.below(1_000) as u32)
+                }
+                _ => Req::Activity(self.now(i).wall_ms + 60_000),
+            };
+            self.user(i, request)?;
+        }
+        Ok(())
+    }
+
+    /// Stores from an earlier life of the group, with the lease's term near 2^32 (and
+    /// the authority's term with it) and versions near `u64::MAX`.
+    pub(super) fn seed_high_stores(&mut self) {
+        let leader = self.opts.mode == SyncMode::Leader;
+        let term = (1u64 << 32) - self.rng.range(1, 3);
+        let holder = self.nodes[self.rng.below(self.nodes.len() as u64) as usize].id;
+        let version = |rng: &mut Rng| {
+            let below = rng.below(4);
+            if leader {
+                (term << 32) | (u64::from(u32::MAX) - below)
+            } else {
+                u64::MAX - below
+            }
+        };
+        let at = EPOCH - 5_000;
+        let mut app = Session {
+            deadline: Lww::from_parts(
+                Stamp::new(version(&mut self.rng), at, holder),
+                Some(at + 60_000),
+            ),
+            config: Lww::from_parts(Stamp::new(version(&mut self.rng), at, holder), Some(30)),
+            ..Session::default()
+        };
+        let keys = self.rng.range(1, u64::from(self.opts.note_keys));
+        app.notes = (0..keys as u16)
+            .map(|k| {
+                let stamp = Stamp::new(version(&mut self.rng), at + u64::from(k), holder);
+                (k, Lww::from_parts(stamp, Some(u32::from(k))))
+            })
+            .collect();
+        for (reg, (stamp, _)) in registers(&app) {
+            self.ledger.initial.insert(reg, stamp);
+        }
+        let mut lease = None;
+        if leader {
+            let mut l = Lease::acquire(None, holder, 300);
+            l.term = term;
+            lease = Some(l.released());
+            self.ledger.max_term = term;
+            if let Some(auth) = &self.authority {
+                // The authority has granted this term before.
+                let mut auth = auth.clone();
+                let old = SourceId::from_u128(0xdead);
+                let _ = replisync::LeaseAuthority::try_acquire(&mut auth, old, term, 0);
+                replisync::LeaseAuthority::release(&mut auth, old, term);
+            }
+        }
+        let state = wire::State { lease, app };
+        for i in 0..self.nodes.len() {
+            if i > 0 && self.rng.chance(0.25) {
+                continue;
+            }
+            let stored = wire::Stored {
+                schema: SCHEMA_VERSION,
+                updated_at: at,
+                source: self.nodes[i].id,
+                state: state.clone(),
+            };
+            self.nodes[i].store = wire::encode_store(self.opts.store_codec, &stored);
+            self.nodes[i].disk = stamps(&state.app);
+        }
+    }
+
+    /// A corrupting peer: a real message just sent, with bits flipped, cut short, or
+    /// re-encoded (with a valid integrity check) with one field at an extreme value,
+    /// delivered to another replica.
+    pub(super) fn corrupt(&mut self) -> Check {
+        if self.recent.is_empty() {
+            return Ok(());
+        }
+        let k = self.rng.below(self.recent.len() as u64) as usize;
+        let (from, mut bytes) = self.recent[k].clone();
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let Some(to) = self.random_node(|n| n.awake() && n.net.as_u64() as usize != from) else {
+            return Ok(());
+        };
+        let now = self.now(to);
+        let what = match self.rng.below(3) {
+            0 => {
+                for _ in 0..self.rng.range(1, 8) {
+                    let bit = self.rng.below(bytes.len() as u64 * 8) as usize;
+                    bytes[bit / 8] ^= 1 << (bit % 8);
+                }
+                "bits flipped".to_string()
+            }
+            1 => {
+                bytes.truncate(self.rng.below(bytes.len() as u64) as usize);
+                "truncated".to_string()
+            }
+            _ => {
+                let codec = self.opts.wire_codec;
+                let Some(mut env) = wire::decode(codec, &bytes) else {
+                    return Ok(());
+                };
+                let field = wire::mutate(&mut self.rng, &mut env, now.wall_ms);
+                let Some(crafted) = wire::encode(codec, &env) else {
+                    return Ok(());
+                };
+                bytes = crafted;
+                format!("crafted: {field}")
+            }
+        };
+        if verbose() {
+            println!("t={} node{from} -> node{to} CORRUPT {what}", self.time);
+        }
+        self.corruptions.push(format!("{what} ({from}->{to})"));
+        hash_in(&mut self.trace, &bytes);
+        if let Some(r) = self.nodes[to].replica.as_mut() {
+            r.handle_message(&bytes, now);
+        }
+        self.drain(to)
+    }
+
+    /// Under faults, before the heal: partitions end, sleepers wake and the crashed come
+    /// back, while loss, duplication, delay and reordering go on; once one leader is
+    /// agreed on, failover is measured there. Skipped when no leader is agreed on.
+    pub fn check_failover_under_faults(&mut self) -> Check {
+        self.net.heal();
+        self.net.set_faults(self.opts.faults).expect("valid faults");
+        self.doomed.clear();
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].asleep_until.is_some() {
+                self.wake(i)?;
+            }
+            if !self.nodes[i].live() && !self.nodes[i].gone {
+                self.try_start(i)?;
+            }
+        }
+        let until = self.time + 3_000;
+        loop {
+            let leader = self.current_leader().map(|l| self.nodes[l].id);
+            let agreed = leader.is_some()
+                && self
+                    .nodes
+                    .iter()
+                    .filter_map(|n| n.replica.as_ref())
+                    .all(|r| r.leader() == leader);
+            if agreed {
+                break;
+            }
+            if self.time >= until {
+                return Ok(());
+            }
+            let t = self.time + 10;
+            self.run_until(t, false)?;
+        }
+        let t = self.time + 1_000;
+        self.run_until(t, false)?;
+        self.failover(true)
+    }
+
+    /// In leader mode, after convergence: the leader crashes for good; a successor must
+    /// lead within lease duration + one renew interval. Then that successor leaves; the
+    /// next must lead within one message.
+    pub fn check_failover(&mut self) -> Check {
+        self.failover(false)
+    }
+
+    /// The failover measurements. Under faults the bounds add the allowed delay and the
+    /// longest a message can take (reordering holds one back for up to 3 × the maximum
+    /// delay), and a lost release makes the leave bound the crash bound. In some runs the
+    /// successor dies for good as it claims, before anyone hears of it: then the next
+    /// must lead within duration + renew interval + allowed delay of its death.
+    pub(super) fn failover(&mut self, under_faults: bool) -> Check {
+        if self.opts.mode != SyncMode::Leader {
+            return Ok(());
+        }
+        let staying = self.nodes.iter().filter(|n| !n.gone).count();
+        if staying < 3 {
+            return Ok(());
+        }
+        let lease = self.config().lease;
+        let Some(leader) = self.current_leader() else {
+            return Err("failover: no leader after convergence".into());
+        };
+        let delay_max = self.opts.faults.delay_ms.1;
+        let one_way = if self.opts.faults.reorder > 0.0 {
+            delay_max + 3 * delay_max.max(1)
+        } else {
+            delay_max
+        };
+        let slack = if under_faults {
+            lease.max_delay_ms() + one_way
+        } else {
+            0
+        };
+        self.depart(leader, Departure::Crash)?;
+        let crashed_at = self.time;
+        let mut deadline = crashed_at + lease.duration_ms() + lease.renew_interval_ms() + slack;
+        self.kill_next_claim = staying >= 4 && self.rng.chance(0.5);
+        self.killed_claimant_at = None;
+        let mut killed = false;
+        let successor = loop {
+            if let Some(s) = self.current_leader() {
+                break s;
+            }
+            if let Some(at) = self.killed_claimant_at.take() {
+                killed = true;
+                deadline = at
+                    + lease.duration_ms()
+                    + lease.renew_interval_ms()
+                    + lease.max_delay_ms()
+                    + if under_faults { one_way } else { 0 };
+            }
+            if self.time > deadline {
+                self.kill_next_claim = false;
+                return Err(format!(
+                    "failover: no successor within {} ms of the leader's crash{}{}",
+                    deadline - crashed_at,
+                    if killed {
+                        " (a claimant died for good as it claimed)"
+                    } else {
+                        ""
+                    },
+                    if under_faults { ", under faults" } else { "" }
+                ));
+            }
+            let t = self.time + 1;
+            self.run_until(t, false)?;
+        };
+        self.kill_next_claim = false;
+        if !self.removable() {
+            return Ok(());
+        }
+        self.depart(successor, Departure::Leave)?;
+        let left_at = self.time;
+        // One message: delivered at once on the healed network (plus the claim's own
+        // hop to the authority, which is immediate).
+        let bound = if under_faults {
+            lease.duration_ms() + lease.renew_interval_ms() + slack
+        } else {
+            lease.max_delay_ms()
+        };
+        while self.time <= left_at + bound {
+            let t = self.time + 1;
+            self.run_until(t, false)?;
+            if self.current_leader().is_some() {
+                return Ok(());
+            }
+        }
+        Err(format!(
+            "failover: no successor within {bound} ms of the leader leaving{} (t={})",
+            if under_faults { ", under faults" } else { "" },
+            self.time
+        ))
+    }
+}
