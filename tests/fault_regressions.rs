@@ -553,3 +553,52 @@ fn a_leader_whose_register_ran_out_of_versions_hands_over_to_a_new_term() {
     b.pump(&everyone);
     assert_eq!(b.replicas[1 - leader].state().config.get(), Some(&2));
 }
+
+// Found by the strengthened simulator: a lease record of term u64::MAX made the
+// receiver gain and lose leadership without end inside one input.
+#[test]
+fn a_lease_record_at_the_end_of_the_term_range_is_refused_or_ends_claims_without_a_loop() {
+    let mut b = Bench::new(&[0, 0]);
+    b.run(400, &everyone);
+    assert_eq!(b.leaders(), [0]);
+    let template = loop {
+        b.tick();
+        if let Some(m) = b.outbox(1).first() {
+            break mirror::decode::<Env>(Codec::Binary, m);
+        }
+    };
+    let follower = b.id(1);
+    let stranger_record = |term: u64, seq: u64| {
+        let mut lease = replisync::Lease::acquire(None, follower, 300);
+        lease.term = term;
+        Env {
+            seq,
+            term,
+            body: mirror::Body::Lease { dseq: 1, lease },
+            ..template.clone()
+        }
+    };
+    let huge = stranger_record(u64::MAX, template.seq + 1);
+    b.deliver(0, &mirror::encode(Codec::Binary, &huge));
+    assert!(matches!(
+        rejections(&b.events[0])[..],
+        [Rejection::Invalid {
+            what: Invalid::Term { .. },
+            ..
+        }]
+    ));
+    assert_eq!(b.leaders(), [0]);
+
+    let last = stranger_record(MAX_TERM, template.seq + 2);
+    b.deliver(0, &mirror::encode(Codec::Binary, &last));
+    assert!(b.leaders().is_empty(), "superseded by the last term");
+    let events = b.events[0].len();
+    // Time passes: no replica can claim a term past the last, and none loops trying.
+    b.run(b.t + 2_000, &everyone);
+    assert!(b.leaders().is_empty());
+    assert!(
+        b.events[0].len() - events < 100,
+        "{:?}",
+        &b.events[0][events..]
+    );
+}

@@ -36,6 +36,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         {
             Admit::Duplicate | Admit::Stale => {
                 self.stats.ignored += 1;
+                self.merge_late(env, now);
                 return;
             }
             Admit::Joined => self.events.push_back(Event::PeerJoined { peer: from }),
@@ -94,6 +95,24 @@ impl<S: Bundle, R: Request> Replica<S, R> {
                 self.holder_left(from, now);
             }
         }
+    }
+
+    /// A message seen already, too late to tell, or from a peer's earlier life: its
+    /// state still merges (a join changes nothing when it was merged before, and a
+    /// delta from before a restart or overtaken by more than the duplicate window may
+    /// hold writes no one else has), but nothing else of it counts: no request, no
+    /// bookkeeping of the peer's sequence numbers.
+    fn merge_late(&mut self, env: Envelope<State<S>, R>, now: Now) {
+        let state = match env.body {
+            Body::Delta { state, .. } | Body::FullSync { state, .. } => state,
+            Body::Lease { lease, .. } => State {
+                lease: Some(lease),
+                app: S::default(),
+            },
+            _ => return,
+        };
+        self.merge_state(&state, env.sender, now);
+        self.heard_term(env.term, now);
     }
 
     pub(super) fn reject(&mut self, reason: Rejection) {

@@ -114,18 +114,19 @@ impl World {
         Ok(())
     }
 
-    /// Stores from an earlier life of the group, with the lease's term near 2^32 (and
-    /// the authority's term with it) and versions near `u64::MAX`.
+    /// Stores from an earlier life of the group, with the lease's term a few hundred
+    /// below `MAX_TERM` (and the authority's term with it) and versions at the last of
+    /// their term (leader mode) or near `MAX_VERSION` (distributed mode).
     pub(super) fn seed_high_stores(&mut self) {
         let leader = self.opts.mode == SyncMode::Leader;
-        let term = (1u64 << 32) - self.rng.range(1, 3);
+        let term = replisync::MAX_TERM - self.rng.range(100, 1_000);
         let holder = self.nodes[self.rng.below(self.nodes.len() as u64) as usize].id;
         let version = |rng: &mut Rng| {
             let below = rng.below(4);
             if leader {
                 (term << 32) | (u64::from(u32::MAX) - below)
             } else {
-                u64::MAX - below
+                replisync::MAX_VERSION - below
             }
         };
         let at = EPOCH - 5_000;

@@ -122,8 +122,8 @@ pub struct Options {
     pub note_keys: u16,
     /// Share of writes that go to the pairs map (unencodable in JSON).
     pub pair_rate: f64,
-    /// Stores (and the authority) start with terms near 2^32 and versions near
-    /// `u64::MAX`.
+    /// Stores (and the authority) start with terms near `MAX_TERM` and versions at the
+    /// end of their range.
     pub high_start: bool,
     pub faults: Faults,
     /// Phase one: workload under faults, simulated ms.
@@ -154,7 +154,7 @@ impl Options {
     /// JSON or binary at even odds (so the library's default, binary wire and JSON
     /// store, runs in about a third); a flush interval of 0, 10, 50 or 200 ms; a
     /// message limit of 1 KiB, 4 KiB or 16 MiB; hundreds of note keys in 20%; writes to
-    /// the pairs map (which JSON cannot encode) in 15%; terms near 2^32 in 15%; a
+    /// the pairs map (which JSON cannot encode) in 15%; terms near `MAX_TERM` in 15%; a
     /// corrupting peer in half; departures for good in 60%; failover under faults in
     /// 30% of leader seeds. Then loss 0–30%, duplication 0–50%, delay, reordering and
     /// the workload's fault rates.
