@@ -8,16 +8,15 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use replisync::{impl_merge, Lww, LwwMap, SourceId, Stamp};
+use replisync::{Lww, LwwMap, Merge, SourceId, Stamp};
 use serde::{Deserialize, Serialize};
 
 /// A bundle like an application's: a map of records and a register.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Merge)]
 struct Bundle {
     records: LwwMap<String, u64>,
     deadline: Lww<u64>,
 }
-impl_merge!(Bundle { records, deadline });
 
 const RECORDS: usize = 1_000;
 

@@ -12,16 +12,15 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use replisync::{
-    impl_merge, Clock, Config, Driver, Event, Hub, Lww, ManualClock, Now, Replica, SourceId,
+    Clock, Config, Driver, Event, Hub, Lww, ManualClock, Merge, Now, Replica, SourceId,
     SystemClock, Transport,
 };
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Merge)]
 struct Session {
     deadline: Lww<u64>,
 }
-impl_merge!(Session { deadline });
 
 fn config() -> Config {
     let mut config = Config::distributed();
@@ -38,9 +37,7 @@ fn pump(c: &mut Criterion) {
         let clock = ManualClock::new(1_700_000_000_000, 0);
         let mut links: Vec<_> = (0..n).map(|_| hub.connect()).collect();
         let mut replicas: Vec<Replica<Session>> = (0..n)
-            .map(|i| {
-                Replica::new(config(), SourceId::from_u128(i as u128 + 1), clock.now()).unwrap()
-            })
+            .map(|i| Replica::new(config(), SourceId::from_u128(i as u128 + 1)).unwrap())
             .collect();
         let inboxes: Vec<_> = links.iter().map(|l| l.incoming()).collect();
         let mut value = 0u64;
@@ -57,7 +54,7 @@ fn pump(c: &mut Criterion) {
                 }
                 for (i, r) in replicas.iter_mut().enumerate() {
                     while let Ok(bytes) = inboxes[i].try_recv() {
-                        r.handle_message(&bytes, now);
+                        r.handle_message(now, &bytes);
                     }
                 }
             }
@@ -71,9 +68,7 @@ fn pump(c: &mut Criterion) {
                     let now = clock.now();
                     let start = Instant::now();
                     replicas[0]
-                        .write(now, |s, w| Session {
-                            deadline: s.deadline.write(value, w),
-                        })
+                        .write(now, |s, d, w| d.deadline = s.deadline.write(value, w))
                         .unwrap();
                     while let Some(bytes) = replicas[0].poll_transmit() {
                         Transport::broadcast(&mut links[0], &bytes).unwrap();
@@ -81,7 +76,7 @@ fn pump(c: &mut Criterion) {
                     for i in 1..n {
                         while replicas[i].state().deadline.get() != Some(&value) {
                             let bytes = inboxes[i].recv().unwrap();
-                            replicas[i].handle_message(&bytes, now);
+                            replicas[i].handle_message(now, &bytes);
                         }
                     }
                     total += start.elapsed();
@@ -109,7 +104,7 @@ fn threads(c: &mut Criterion) {
         let mut events = Vec::new();
         for i in 0..n {
             let replica: Replica<Session> =
-                Replica::new(config(), SourceId::from_u128(i as u128 + 1), clock.now()).unwrap();
+                Replica::new(config(), SourceId::from_u128(i as u128 + 1)).unwrap();
             let mut driver = Driver::new(replica, hub.connect()).clock(clock);
             events.push(driver.subscribe());
             handles.push(driver.spawn().unwrap());
@@ -126,9 +121,7 @@ fn threads(c: &mut Criterion) {
                     }
                     let start = Instant::now();
                     handles[0]
-                        .write(move |s, w| Session {
-                            deadline: s.deadline.write(v, w),
-                        })
+                        .write(move |s, d, w| d.deadline = s.deadline.write(v, w))
                         .unwrap();
                     for rx in &events[1..] {
                         loop {

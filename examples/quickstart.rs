@@ -9,18 +9,17 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use replisync::{
-    impl_merge, Clock, Config, Driver, Event, Handle, Hub, LeaseConfig, Lww, MutexAuthority,
-    Replica, SourceId, SystemClock,
+    Config, Driver, Event, Handle, Hub, LeaseConfig, Lww, Merge, MutexAuthority, Replica, SourceId,
+    SystemClock,
 };
 use serde::{Deserialize, Serialize};
 
 /// The shared state: a struct of last-writer-wins registers.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Merge)]
 struct Board {
     note: Lww<String>,
     deadline_s: Lww<u64>,
 }
-impl_merge!(Board { note, deadline_s });
 
 /// What a follower may ask the leader for.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -49,7 +48,7 @@ fn main() -> Result<(), Error> {
     let authority = MutexAuthority::new(clock);
     let mut nodes = Vec::new();
     for name in 1..=3 {
-        let replica = Replica::new(config.clone(), SourceId::from_u128(name), clock.now())?
+        let replica = Replica::new(config.clone(), SourceId::from_u128(name))?
             .with_authority(Box::new(authority.clone()));
         let mut driver = Driver::new(replica, hub.connect()).clock(clock);
         let events = driver.subscribe();
@@ -72,9 +71,9 @@ fn main() -> Result<(), Error> {
     let lead = nodes.iter().position(|n| n.name == leader).unwrap();
 
     // 2. Only the leader writes; the others see its write.
-    nodes[lead].handle.write(|board, w| Board {
-        note: board.note.write("standup at ten".into(), w),
-        deadline_s: board.deadline_s.write(60, w),
+    nodes[lead].handle.write(|board, d, w| {
+        d.note = board.note.write("standup at ten".into(), w);
+        d.deadline_s = board.deadline_s.write(60, w);
     })?;
     for n in nodes.iter().filter(|n| n.name != leader) {
         wait(&n.events, "the leader's write", changed("note"))?;
@@ -95,11 +94,10 @@ fn main() -> Result<(), Error> {
         _ => None,
     })?;
     println!("replica {leader} got a request from replica {from}: extend by {by_s} s");
-    nodes[lead].handle.write(move |board, w| Board {
-        deadline_s: board
+    nodes[lead].handle.write(move |board, d, w| {
+        d.deadline_s = board
             .deadline_s
-            .write(board.deadline_s.get().unwrap_or(&0) + by_s, w),
-        ..Board::default()
+            .write(board.deadline_s.get().unwrap_or(&0) + by_s, w)
     })?;
     wait(&asker.events, "the extension", changed("deadline_s"))?;
     let deadline = *asker.handle.state()?.deadline_s.get().unwrap();
@@ -120,11 +118,10 @@ fn main() -> Result<(), Error> {
 
     // 5. The new leader writes; the other replica sees it.
     let lead = nodes.iter().position(|n| n.name == next).unwrap();
-    nodes[lead].handle.write(move |board, w| Board {
-        note: board
+    nodes[lead].handle.write(move |board, d, w| {
+        d.note = board
             .note
-            .write(format!("replica {next} is in charge now"), w),
-        ..Board::default()
+            .write(format!("replica {next} is in charge now"), w)
     })?;
     let other = &nodes[1 - lead];
     wait(&other.events, "the new leader's write", changed("note"))?;

@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::{Fields, Merge};
 
 /// The application's shared state: a struct of registers merged field by field, as
-/// [`impl_merge!`](crate::impl_merge) makes it, that serde can encode. Implemented for
+/// `#[derive(Merge)]` makes it, that serde can encode. Implemented for
 /// every such type.
 ///
 /// `Default` is the empty state; it is also the shape of a delta (the registers a write

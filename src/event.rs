@@ -9,7 +9,7 @@ use crate::{DecodeError, SourceId};
 #[non_exhaustive]
 pub enum Event<R> {
     /// The state changed (by a local write or a merge); `fields` names the bundle's
-    /// fields that changed, as given to [`impl_merge!`](crate::impl_merge).
+    /// fields that changed, as given to `#[derive(Merge)]`.
     Changed {
         /// The changed fields.
         fields: Vec<&'static str>,

@@ -21,19 +21,18 @@
 //! 3. [`Hlc`] issues the times of writes; [`Hlc::writer`] gives a [`Writer`] that mints
 //!    [`Stamp`]s.
 //! 4. [`Lww`] and [`LwwMap`] hold values; their writes return deltas.
-//! 5. [`impl_merge!`] makes the application's struct of registers a [`Merge`] type.
+//! 5. `#[derive(Merge)]` makes the application's struct of registers a [`Merge`] type.
 //! 6. [`Lease`], [`LeaseConfig`] and [`LeaseWatch`] for leader mode.
 //!
 //! ```
-//! use replisync::{impl_merge, Hlc, Lww, LwwMap, Merge, SourceId};
+//! use replisync::{Hlc, Lww, LwwMap, Merge, SourceId};
 //! use serde::{Deserialize, Serialize};
 //!
-//! #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+//! #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Merge)]
 //! struct Shared {
 //!     title: Lww<String>,
 //!     scores: LwwMap<String, u32>,
 //! }
-//! impl_merge!(Shared { title, scores });
 //!
 //! let (alice, bob) = (SourceId::from_u128(1), SourceId::from_u128(2));
 //! let (mut alice_clock, mut bob_clock) = (Hlc::default(), Hlc::default());

@@ -15,7 +15,7 @@ use crate::Stamp;
 /// Implemented for [`Lww`](crate::Lww), [`LwwMap`](crate::LwwMap),
 /// [`Lease`](crate::Lease), `Option<T>` (with `None` as the bottom) and tuples of up to
 /// six. An application struct of these gets its implementation field by field from
-/// [`impl_merge!`](crate::impl_merge) in one line.
+/// `#[derive(Merge)]` in one line.
 ///
 /// ```
 /// use replisync::{Hlc, Lww, Merge, SourceId};
@@ -68,7 +68,7 @@ pub trait Merge {
 /// greater value wins) and the merge counts it, so it is reported, never hidden.
 ///
 /// The changed mask has a bit per field of a struct merged by
-/// [`impl_merge!`](crate::impl_merge) (bit `i` for field `i`, the 64th and later fields
+/// `#[derive(Merge)]` (bit `i` for field `i`, the 64th and later fields
 /// sharing bit 63), and bit 0 for a single register or map.
 ///
 /// ```
@@ -153,82 +153,10 @@ impl BitOrAssign for Merged {
 
 /// The field names of a struct merged field by field, in field order: bit `i` of
 /// [`Merged::changed_mask`] stands for `FIELDS[i]`. Implemented by
-/// [`impl_merge!`](crate::impl_merge).
+/// `#[derive(Merge)]`.
 pub trait Fields {
-    /// The field names, in declaration order as given to `impl_merge!`.
+    /// The field names, in declaration order of the struct.
     const FIELDS: &'static [&'static str];
-}
-
-/// Implements [`Merge`] (and [`Fields`]) for a struct whose fields all implement
-/// [`Merge`], merging field by field. Every field must be named (leaving one out is a
-/// compile error, as it would be encoded but never merged), and the struct must
-/// implement `Default` (its pieces, when a large state is [split](Merge::split), are
-/// built from it).
-///
-/// ```
-/// use replisync::{impl_merge, Fields, Hlc, Lease, Lww, LwwMap, Merge, SourceId};
-/// use serde::{Deserialize, Serialize};
-///
-/// #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-/// struct Session {
-///     deadline_ms: Lww<u64>,
-///     tabs: LwwMap<String, u32>,
-///     lease: Option<Lease>,
-/// }
-/// impl_merge!(Session { deadline_ms, tabs, lease });
-///
-/// let mut hlc = Hlc::default();
-/// let mut w = hlc.writer(SourceId::from_u128(1), 1_000);
-/// let delta = Session { deadline_ms: Lww::new().write(60_000, &mut w), ..Default::default() };
-/// let mut state = Session::default();
-/// let merged = state.merge(&delta);
-/// assert_eq!(merged.changed_fields(Session::FIELDS).collect::<Vec<_>>(), ["deadline_ms"]);
-/// assert_eq!(state.deadline_ms.get(), Some(&60_000));
-/// ```
-#[macro_export]
-macro_rules! impl_merge {
-    ($ty:ty { $($field:ident),+ $(,)? }) => {
-        impl $crate::Merge for $ty {
-            fn merge(&mut self, other: &Self) -> $crate::Merged {
-                let mut merged = $crate::Merged::NONE;
-                let mut index: u32 = 0;
-                $(
-                    merged = merged.with_field(
-                        index,
-                        $crate::Merge::merge(&mut self.$field, &other.$field),
-                    );
-                    index += 1;
-                )+
-                let _ = index;
-                merged
-            }
-
-            fn visit_stamps(&self, visit: &mut dyn FnMut(&$crate::Stamp)) {
-                // Every field must be listed: a field left out would be encoded but
-                // never merged. This pattern does not compile if one is missing.
-                let Self { $($field: _),+ } = self;
-                $( $crate::Merge::visit_stamps(&self.$field, visit); )+
-            }
-
-            fn split(&self, parts: usize) -> ::std::vec::Vec<Self> {
-                // Field by field: each piece holds a piece of one field, so that two
-                // large registers never have to share a message.
-                let mut pieces = ::std::vec::Vec::new();
-                $(
-                    for p in $crate::Merge::split(&self.$field, parts) {
-                        let mut piece = <Self as ::core::default::Default>::default();
-                        piece.$field = p;
-                        pieces.push(piece);
-                    }
-                )+
-                pieces
-            }
-        }
-
-        impl $crate::Fields for $ty {
-            const FIELDS: &'static [&'static str] = &[$(stringify!($field)),+];
-        }
-    };
 }
 
 impl<T: Merge + Clone> Merge for Option<T> {

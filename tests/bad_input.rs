@@ -10,17 +10,16 @@ mod mirror;
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use replisync::{
-    impl_merge, Codec, Config, DecodeError, Degradation, Event, Lww, LwwMap, Now, Rejection,
-    Replica, SourceId,
+    Codec, Config, DecodeError, Degradation, Event, Lww, LwwMap, Merge, Now, Rejection, Replica,
+    SourceId,
 };
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Merge)]
 struct Doc {
     title: Lww<String>,
     tags: LwwMap<String, u32>,
 }
-impl_merge!(Doc { title, tags });
 
 const NOW: Now = Now::new(1_700_000_000_000, 0);
 
@@ -28,15 +27,15 @@ fn replica(codec: Codec, id: u128) -> Replica<Doc, String> {
     let mut config = Config::distributed();
     config.wire_codec = codec;
     config.store_codec = codec;
-    Replica::new(config, SourceId::from_u128(id), NOW).unwrap()
+    Replica::new(config, SourceId::from_u128(id)).unwrap()
 }
 
 /// A valid message stream from a writer: the raw material for mutations.
 fn valid_messages(codec: Codec) -> Vec<Vec<u8>> {
     let mut a = replica(codec, 1);
-    a.write(NOW, |d, w| Doc {
-        title: d.title.write("hello".into(), w),
-        tags: d.tags.write_insert("x".into(), 7, w),
+    a.write(NOW, |d, delta, w| {
+        delta.title = d.title.write("hello".into(), w);
+        delta.tags = d.tags.write_insert("x".into(), 7, w);
     })
     .unwrap();
     a.request(NOW, "ping".into()).unwrap();
@@ -55,7 +54,7 @@ fn arbitrary_bytes_as_messages_are_rejected_whole() {
             .run(&prop::collection::vec(any::<u8>(), 0..512), |bytes| {
                 let mut b = replica(codec, 2);
                 let before = b.encode_state().unwrap();
-                b.handle_message(&bytes, NOW);
+                b.handle_message(NOW, &bytes);
                 let events: Vec<_> = std::iter::from_fn(|| b.poll_event()).collect();
                 if b.stats().rejected > 0 {
                     prop_assert_eq!(b.encode_state().unwrap(), before, "rejected but changed");
@@ -106,9 +105,8 @@ fn extreme_header_values_under_a_valid_check_never_panic_nor_silence_the_sender(
             let mut a = replica(codec, 1);
             let mut b = replica(codec, 2);
             let write = |a: &mut Replica<Doc, String>, n: u64| {
-                a.write(NOW.after(n), |d, w| Doc {
-                    title: d.title.write(format!("title {n}"), w),
-                    ..Default::default()
+                a.write(NOW.after(n), |d, delta, w| {
+                    delta.title = d.title.write(format!("title {n}"), w)
                 })
                 .unwrap();
                 std::iter::from_fn(|| a.poll_transmit()).collect::<Vec<_>>()
@@ -128,12 +126,12 @@ fn extreme_header_values_under_a_valid_check_never_panic_nor_silence_the_sender(
                 if let mirror::Body::Delta { dseq: d, .. } = &mut env.body {
                     *d = dseq;
                 }
-                b.handle_message(&mirror::encode(codec, &env), NOW);
+                b.handle_message(NOW, &mirror::encode(codec, &env));
             }
             // The sender writes on: within a few messages, it is heard again.
             for n in 1..=8 {
                 for m in write(&mut a, n) {
-                    b.handle_message(&m, NOW.after(n));
+                    b.handle_message(NOW.after(n), &m);
                 }
             }
             prop_assert_eq!(b.state().title.get(), a.state().title.get());
@@ -160,11 +158,11 @@ fn mutated_valid_messages_never_panic_and_apply_whole_or_not_at_all() {
                 }
                 bytes.truncate(cut.index(bytes.len() + 1));
                 let mut b = replica(codec, 2);
-                b.handle_message(&bytes, NOW);
+                b.handle_message(NOW, &bytes);
                 // Whatever was accepted must be a state the merge laws allow: merging it
                 // again changes nothing.
                 let state = b.state().clone();
-                b.handle_message(&bytes, NOW);
+                b.handle_message(NOW, &bytes);
                 prop_assert_eq!(b.state(), &state);
                 Ok(())
             })
@@ -178,12 +176,11 @@ fn arbitrary_bytes_as_a_store_give_an_error_and_are_never_overwritten() {
         runner()
             .run(&prop::collection::vec(any::<u8>(), 0..256), |bytes| {
                 let mut r = replica(codec, 3);
-                if r.restore(&bytes, NOW).is_ok() {
+                if r.restore(NOW, &bytes).is_ok() {
                     return Ok(());
                 }
-                r.write(NOW, |d, w| Doc {
-                    title: d.title.write("new".into(), w),
-                    ..Default::default()
+                r.write(NOW, |d, delta, w| {
+                    delta.title = d.title.write("new".into(), w)
                 })
                 .unwrap();
                 r.handle_timeout(NOW.after(1));
@@ -198,7 +195,7 @@ fn arbitrary_bytes_as_a_store_give_an_error_and_are_never_overwritten() {
 fn a_store_from_a_newer_schema_is_reported_and_kept() {
     let newer = br#"{"schema":3,"updated_at":1,"source":"00000000-0000-0000-0000-000000000001","state":{"future":true}}"#;
     let mut r = replica(Codec::Json, 1);
-    let err = r.restore(newer, NOW).unwrap_err();
+    let err = r.restore(NOW, newer).unwrap_err();
     assert_eq!(
         err,
         DecodeError::SchemaTooNew {
@@ -214,9 +211,8 @@ fn a_store_from_a_newer_schema_is_reported_and_kept() {
             reason: Degradation::StoreUnreadable(err)
         }
     );
-    r.write(NOW, |d, w| Doc {
-        title: d.title.write("x".into(), w),
-        ..Default::default()
+    r.write(NOW, |d, delta, w| {
+        delta.title = d.title.write("x".into(), w)
     })
     .unwrap();
     assert_eq!(r.poll_persist(), None);
@@ -226,7 +222,7 @@ fn a_store_from_a_newer_schema_is_reported_and_kept() {
 fn a_message_over_the_size_limit_is_not_decoded() {
     let mut r = replica(Codec::Binary, 1);
     let limit = r.config().max_message_bytes;
-    r.handle_message(&vec![0u8; limit + 1], NOW);
+    r.handle_message(NOW, &vec![0u8; limit + 1]);
     let rejected = std::iter::from_fn(|| r.poll_event()).find_map(|e| match e {
         Event::MessageRejected {
             reason: Rejection::Undecodable(e),
@@ -247,13 +243,12 @@ fn a_peer_clock_beyond_the_drift_bound_is_rejected_and_counted() {
     let mut a = replica(Codec::Binary, 1);
     let mut b = replica(Codec::Binary, 2);
     let ahead = Now::new(NOW.wall_ms + 10_000, 0);
-    a.write(ahead, |d, w| Doc {
-        title: d.title.write("from the future".into(), w),
-        ..Default::default()
+    a.write(ahead, |d, delta, w| {
+        delta.title = d.title.write("from the future".into(), w)
     })
     .unwrap();
     while let Some(bytes) = a.poll_transmit() {
-        b.handle_message(&bytes, NOW);
+        b.handle_message(NOW, &bytes);
     }
     assert_eq!(b.state().title.get(), None, "nothing applied");
     assert!(b.stats().rejected > 0);
@@ -273,9 +268,9 @@ fn a_delta_from_a_non_leader_in_leader_mode_is_rejected() {
         c
     };
     let mut a: Replica<Doc, String> =
-        Replica::new(leader_config(), SourceId::from_u128(1), NOW).unwrap();
+        Replica::new(leader_config(), SourceId::from_u128(1)).unwrap();
     let mut c: Replica<Doc, String> =
-        Replica::new(leader_config(), SourceId::from_u128(3), NOW).unwrap();
+        Replica::new(leader_config(), SourceId::from_u128(3)).unwrap();
     // A replica misconfigured for distributed mode in a leader-mode group.
     let mut b = replica(Codec::Binary, 2);
     // A claims the lease once its join grace has passed, and everyone hears of it.
@@ -284,16 +279,15 @@ fn a_delta_from_a_non_leader_in_leader_mode_is_rejected() {
     a.handle_timeout(later);
     assert!(a.is_leader());
     while let Some(bytes) = a.poll_transmit() {
-        b.handle_message(&bytes, later);
-        c.handle_message(&bytes, later);
+        b.handle_message(later, &bytes);
+        c.handle_message(later, &bytes);
     }
-    b.write(later, |d, w| Doc {
-        title: d.title.write("not the leader's".into(), w),
-        ..Default::default()
+    b.write(later, |d, delta, w| {
+        delta.title = d.title.write("not the leader's".into(), w)
     })
     .unwrap();
     while let Some(bytes) = b.poll_transmit() {
-        c.handle_message(&bytes, later);
+        c.handle_message(later, &bytes);
     }
     assert_eq!(c.state().title.get(), None);
     assert!(std::iter::from_fn(|| c.poll_event()).any(|e| e

@@ -8,8 +8,8 @@ mod sim;
 
 use bench::Bench;
 use replisync::{
-    impl_merge, Codec, Config, DecodeError, Degradation, Event, Invalid, LeadershipLoss, Lifecycle,
-    Lww, LwwMap, Merge, Now, Rejection, Replica, SourceId, Stamp, StampError, SyncMode, WriteError,
+    Codec, Config, DecodeError, Degradation, Event, Invalid, LeadershipLoss, Lifecycle, Lww,
+    LwwMap, Merge, Now, Rejection, Replica, SourceId, Stamp, StampError, SyncMode, WriteError,
     MAX_TERM, MAX_VERSION, TERM_SHIFT,
 };
 use serde::{Deserialize, Serialize};
@@ -284,11 +284,10 @@ fn a_stamp_far_ahead_inside_a_payload_is_refused_and_cuts_no_one_off() {
     assert_eq!(rejections(&b.events[2]).len(), 0);
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Merge)]
 struct Notes {
     notes: LwwMap<u32, String>,
 }
-impl_merge!(Notes { notes });
 
 const EPOCH: u64 = bench::EPOCH;
 
@@ -310,7 +309,7 @@ fn pump_pair(pair: &mut [Replica<Notes>; 2], from: u64, to: u64) -> usize {
             }
             while let Some(m) = pair[i].poll_transmit() {
                 largest = largest.max(m.len());
-                pair[1 - i].handle_message(&m, now);
+                pair[1 - i].handle_message(now, &m);
             }
         }
     }
@@ -321,22 +320,20 @@ fn pump_pair(pair: &mut [Replica<Notes>; 2], from: u64, to: u64) -> usize {
 #[test]
 fn a_state_larger_than_one_message_is_restored_synced_and_sent_in_parts() {
     let now = Now::new(EPOCH, 0);
-    let mut a: Replica<Notes> = Replica::new(notes_config(), SourceId::from_u128(1), now).unwrap();
+    let mut a: Replica<Notes> = Replica::new(notes_config(), SourceId::from_u128(1)).unwrap();
     for k in 0..60 {
-        a.write(now, |s, w| Notes {
-            notes: s.notes.write_insert(k, format!("note number {k}"), w),
+        a.write(now, |s, d, w| {
+            d.notes = s.notes.write_insert(k, format!("note number {k}"), w)
         })
         .unwrap();
     }
     // A single write of 100 keys is larger than a message too: it travels in parts.
-    a.write(now, |s, w| {
-        let mut delta = Notes::default();
+    a.write(now, |s, d, w| {
         for k in 100..200 {
-            let _ = delta
+            let _ = d
                 .notes
                 .merge(&s.notes.write_insert(k, format!("bulk {k}"), w));
         }
-        delta
     })
     .unwrap();
     let store = a.poll_persist().expect("persisted");
@@ -344,13 +341,12 @@ fn a_state_larger_than_one_message_is_restored_synced_and_sent_in_parts() {
     assert!(std::iter::from_fn(|| a.poll_transmit()).all(|m| m.len() <= 1_024));
 
     // Restore: a store is not bound by the message limit.
-    let mut again: Replica<Notes> =
-        Replica::new(notes_config(), SourceId::from_u128(1), now).unwrap();
-    again.restore(&store, now).unwrap();
+    let mut again: Replica<Notes> = Replica::new(notes_config(), SourceId::from_u128(1)).unwrap();
+    again.restore(now, &store).unwrap();
     assert_eq!(again.state(), a.state());
 
     // Sync: a joiner gets all 160 notes, every message within the limit.
-    let joiner = Replica::new(notes_config(), SourceId::from_u128(2), now).unwrap();
+    let joiner = Replica::new(notes_config(), SourceId::from_u128(2)).unwrap();
     let mut pair = [a, joiner];
     let largest = pump_pair(&mut pair, 0, 5_000);
     assert!(largest <= 1_024, "a message of {largest} bytes");
@@ -361,8 +357,8 @@ fn a_state_larger_than_one_message_is_restored_synced_and_sent_in_parts() {
     let big = "x".repeat(2_000);
     let before = pair[0].state().clone();
     let err = pair[0]
-        .write(now.after(5_000), |s, w| Notes {
-            notes: s.notes.write_insert(1, big, w),
+        .write(now.after(5_000), |s, d, w| {
+            d.notes = s.notes.write_insert(1, big, w)
         })
         .unwrap_err();
     assert!(
@@ -372,11 +368,10 @@ fn a_state_larger_than_one_message_is_restored_synced_and_sent_in_parts() {
     assert_eq!(pair[0].state(), &before);
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Merge)]
 struct Pairs {
     by_pair: LwwMap<(u8, u8), u32>,
 }
-impl_merge!(Pairs { by_pair });
 
 // 8. A state the store codec could not encode was silently never persisted.
 #[test]
@@ -384,10 +379,10 @@ fn a_state_the_store_cannot_encode_is_refused_or_reported_never_silently_dropped
     let now = Now::new(EPOCH, 0);
     // The default config stores JSON, which has no map keys but strings.
     let mut a: Replica<Pairs> =
-        Replica::new(Config::distributed(), SourceId::from_u128(1), now).unwrap();
+        Replica::new(Config::distributed(), SourceId::from_u128(1)).unwrap();
     let err = a
-        .write(now, |s, w| Pairs {
-            by_pair: s.by_pair.write_insert((1, 2), 3, w),
+        .write(now, |s, d, w| {
+            d.by_pair = s.by_pair.write_insert((1, 2), 3, w)
         })
         .unwrap_err();
     assert!(
@@ -406,13 +401,13 @@ fn a_state_the_store_cannot_encode_is_refused_or_reported_never_silently_dropped
     // cannot persist it.
     let mut binary = Config::distributed();
     binary.store_codec = Codec::Binary;
-    let mut b: Replica<Pairs> = Replica::new(binary, SourceId::from_u128(2), now).unwrap();
-    b.write(now, |s, w| Pairs {
-        by_pair: s.by_pair.write_insert((1, 2), 3, w),
+    let mut b: Replica<Pairs> = Replica::new(binary, SourceId::from_u128(2)).unwrap();
+    b.write(now, |s, d, w| {
+        d.by_pair = s.by_pair.write_insert((1, 2), 3, w)
     })
     .unwrap();
     while let Some(m) = b.poll_transmit() {
-        a.handle_message(&m, now);
+        a.handle_message(now, &m);
     }
     assert_eq!(a.state().by_pair.get(&(1, 2)), Some(&3));
     let failed: Vec<_> = std::iter::from_fn(|| a.poll_event())

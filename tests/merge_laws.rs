@@ -12,7 +12,7 @@ mod common;
 
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
-use replisync::{impl_merge, Lease, Lww, LwwMap, Merge, SourceId, Stamp};
+use replisync::{Lease, Lww, LwwMap, Merge, SourceId, Stamp};
 use serde::{Deserialize, Serialize};
 
 fn stamp() -> BoxedStrategy<Stamp> {
@@ -61,18 +61,13 @@ fn lease() -> BoxedStrategy<Option<Lease>> {
     .boxed()
 }
 
-/// An application's bundle, merged field by field by `impl_merge!`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// An application's bundle, merged field by field by `#[derive(Merge)]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Merge)]
 struct Bundle {
     title: Lww<u8>,
     items: LwwMap<u8, u8>,
     lease: Option<Lease>,
 }
-impl_merge!(Bundle {
-    title,
-    items,
-    lease
-});
 
 fn bundle() -> BoxedStrategy<Bundle> {
     (lww(), map(), lease())

@@ -458,10 +458,7 @@ fn resume_in_leader_mode_holder_whose_lease_expired_does_not_act() {
         assert!(!rep(&w, l).is_leader(), "seed {seed}");
         let before = rep(&w, l).encode_state().unwrap();
         let now = w.now(l);
-        let refused = rep_mut(&mut w, l).write(now, |st, wr| Session {
-            config: st.config.write(1, wr),
-            ..Default::default()
-        });
+        let refused = rep_mut(&mut w, l).write(now, |st, d, wr| d.config = st.config.write(1, wr));
         assert!(
             matches!(refused, Err(WriteError::NotLeader { .. })),
             "seed {seed}: {refused:?}"
@@ -740,10 +737,7 @@ fn config_change_in_leader_mode_follower_write_is_refused_and_the_request_path_w
         let f = others(&w, l)[0];
         let before = rep(&w, f).encode_state().unwrap();
         let now = w.now(f);
-        let refused = rep_mut(&mut w, f).write(now, |st, wr| Session {
-            config: st.config.write(42, wr),
-            ..Default::default()
-        });
+        let refused = rep_mut(&mut w, f).write(now, |st, d, wr| d.config = st.config.write(42, wr));
         assert_eq!(
             refused,
             Err(WriteError::NotLeader {

@@ -54,8 +54,8 @@ where
         self.inner.source
     }
 
-    /// Writes, as [`Replica::write`]: `f` gets the current state and a [`Writer`] and
-    /// returns the delta. `f` runs on the driver's thread: it must not call this
+    /// Writes, as [`Replica::write`]: `f` gets the current state, an empty delta to
+    /// fill, and a [`Writer`]. `f` runs on the driver's thread: it must not call this
     /// handle (that panics rather than deadlock).
     ///
     /// # Errors
@@ -64,7 +64,7 @@ where
     /// mode (send a [request](Handle::request) instead); [`DriverError::Stopped`].
     pub fn write<F>(&self, f: F) -> Result<(), DriverError>
     where
-        F: for<'w> FnOnce(&S, &mut Writer<'w>) -> S + Send + 'static,
+        F: for<'w> FnOnce(&S, &mut S, &mut Writer<'w>) + Send + 'static,
     {
         self.call(move |r, now| r.write(now, f))??;
         Ok(())
@@ -142,7 +142,7 @@ where
         if signal == Lifecycle::Leave {
             return self.leave();
         }
-        self.call(move |r, now| r.handle_lifecycle(signal, now))
+        self.call(move |r, now| r.handle_lifecycle(now, signal))
     }
 
     /// Leaves: pending writes go out, a leader releases the lease (a successor takes

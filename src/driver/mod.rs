@@ -71,10 +71,8 @@ impl From<WriteError> for DriverError {
 ///
 /// The driver reads its [`Clock`] for the `now` of every call and turns the replica's
 /// deadlines into real timers, so the clock must run at real speed
-/// ([`SystemClock`], the default). Build the replica with a reading of **the same
-/// clock** (`SystemClock` is `Copy`): [`Replica::new`] takes its first `now` from the
-/// caller, and a reading from another clock's monotonic frame would shift its first
-/// timers.
+/// ([`SystemClock`], the default). The replica takes its first `now` from the driver's
+/// first call, so no reading of another clock reaches it.
 ///
 /// # Errors and degradation
 ///
@@ -87,18 +85,17 @@ impl From<WriteError> for DriverError {
 ///
 /// ```
 /// use crossbeam_channel::RecvTimeoutError;
-/// use replisync::{impl_merge, Clock, Config, Driver, Event, Hub, Lww, Replica, SourceId, SystemClock};
+/// use replisync::{Config, Driver, Event, Hub, Lww, Merge, Replica, SourceId, SystemClock};
 /// use serde::{Deserialize, Serialize};
 /// use std::time::Duration;
 ///
-/// #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Merge)]
 /// struct Doc { title: Lww<String> }
-/// impl_merge!(Doc { title });
 ///
 /// let (hub, clock) = (Hub::new(), SystemClock::new());
 /// let spawn = |n: u128| {
 ///     let replica: Replica<Doc> =
-///         Replica::new(Config::distributed(), SourceId::from_u128(n), clock.now()).unwrap();
+///         Replica::new(Config::distributed(), SourceId::from_u128(n)).unwrap();
 ///     let mut driver = Driver::new(replica, hub.connect()).clock(clock);
 ///     let events = driver.subscribe(); // subscribed before the thread starts: nothing missed
 ///     (driver.spawn().unwrap(), events)
@@ -106,7 +103,7 @@ impl From<WriteError> for DriverError {
 /// let (alice, _) = spawn(1);
 /// let (bob, bob_events) = spawn(2);
 ///
-/// alice.write(|doc, w| Doc { title: doc.title.write("hello".into(), w) })?;
+/// alice.write(|doc, d, w| d.title = doc.title.write("hello".into(), w))?;
 /// loop {
 ///     match bob_events.recv_timeout(Duration::from_secs(10)) {
 ///         Ok(Event::Changed { fields }) if fields.contains(&"title") => break,
@@ -198,7 +195,7 @@ where
                 // A decode error is the replica's to report (an event) and to honour
                 // (it never persists over those bytes).
                 Ok(Some(bytes)) => {
-                    let _ = replica.restore(&bytes, clock.now());
+                    let _ = replica.restore(clock.now(), &bytes);
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -293,7 +290,7 @@ where
                 recv(self.incoming) -> bytes => match bytes {
                     Ok(bytes) => {
                         let now = self.clock.now();
-                        self.replica.handle_message(&bytes, now);
+                        self.replica.handle_message(now, &bytes);
                     }
                     Err(_) => {
                         tracing::warn!(%source, "transport closed; leaving");
@@ -327,7 +324,7 @@ where
         match exit {
             Exit::Leave => {
                 let now = self.clock.now();
-                self.replica.handle_lifecycle(Lifecycle::Leave, now);
+                self.replica.handle_lifecycle(now, Lifecycle::Leave);
                 self.drain();
                 tracing::debug!(%source, "driver stopped after leaving");
             }

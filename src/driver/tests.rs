@@ -1,17 +1,16 @@
 //! The driver's tests: replicas on threads over the in-process hub.
 
 use super::*;
-use crate::{impl_merge, Config, Hub, HubLink, LeadershipLoss, LeaseConfig, Lww, SourceId};
+use crate::{Config, Hub, HubLink, LeadershipLoss, LeaseConfig, Lww, Merge, SourceId};
 use crossbeam_channel::{RecvTimeoutError, Select};
 use serde::{Deserialize, Serialize};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Merge)]
 struct Board {
     note: Lww<String>,
 }
-impl_merge!(Board { note });
 
 type Node = (Handle<Board, String>, Receiver<Event<String>>);
 
@@ -33,7 +32,7 @@ fn short_lease() -> LeaseConfig {
 
 fn spawn_on(link: HubLink, config: Config, n: u128, store: Option<MemoryStore>) -> Node {
     let clock = SystemClock::new();
-    let replica = Replica::new(config, id(n), clock.now()).unwrap();
+    let replica = Replica::new(config, id(n)).unwrap();
     let mut driver = Driver::new(replica, link).clock(clock);
     if let Some(store) = store {
         driver = driver.store(store);
@@ -44,9 +43,7 @@ fn spawn_on(link: HubLink, config: Config, n: u128, store: Option<MemoryStore>) 
 
 fn write_note(handle: &Handle<Board, String>, text: &str) -> Result<(), DriverError> {
     let text = text.to_owned();
-    handle.write(move |b, w| Board {
-        note: b.note.write(text, w),
-    })
+    handle.write(move |b, d, w| d.note = b.note.write(text, w))
 }
 
 fn note(handle: &Handle<Board, String>) -> Option<String> {
@@ -284,8 +281,7 @@ impl Transport for Broken {
 fn transport_failures_are_reported_and_a_closed_transport_stops_the_driver() {
     let (close, incoming) = crossbeam_channel::unbounded();
     let clock = SystemClock::new();
-    let replica: Replica<Board, String> =
-        Replica::new(Config::distributed(), id(1), clock.now()).unwrap();
+    let replica: Replica<Board, String> = Replica::new(Config::distributed(), id(1)).unwrap();
     let mut driver = Driver::new(replica, Broken { incoming }).clock(clock);
     let events = driver.subscribe();
     let handle = driver.spawn().unwrap();

@@ -187,20 +187,19 @@ pub struct Stats {
 /// surface where they were made.
 ///
 /// ```
-/// use replisync::{impl_merge, Config, Event, Lww, Now, Replica, SourceId};
+/// use replisync::{Config, Event, Lww, Merge, Now, Replica, SourceId};
 /// use serde::{Deserialize, Serialize};
 ///
-/// #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Merge)]
 /// struct Doc { title: Lww<String> }
-/// impl_merge!(Doc { title });
 ///
 /// let now = Now::new(1_700_000_000_000, 0);
-/// let mut a: Replica<Doc> = Replica::new(Config::distributed(), SourceId::from_u128(1), now).unwrap();
-/// let mut b: Replica<Doc> = Replica::new(Config::distributed(), SourceId::from_u128(2), now).unwrap();
+/// let mut a: Replica<Doc> = Replica::new(Config::distributed(), SourceId::from_u128(1)).unwrap();
+/// let mut b: Replica<Doc> = Replica::new(Config::distributed(), SourceId::from_u128(2)).unwrap();
 ///
-/// a.write(now, |doc, w| Doc { title: doc.title.write("hello".into(), w) }).unwrap();
+/// a.write(now, |doc, d, w| d.title = doc.title.write("hello".into(), w)).unwrap();
 /// while let Some(bytes) = a.poll_transmit() {
-///     b.handle_message(&bytes, now);
+///     b.handle_message(now, &bytes);
 /// }
 /// assert_eq!(b.state().title.get().map(String::as_str), Some("hello"));
 /// assert!(std::iter::from_fn(|| b.poll_event()).any(|e| matches!(e, Event::Changed { .. })));
@@ -267,19 +266,19 @@ impl<S, R> core::fmt::Debug for Replica<S, R> {
 
 impl<S: Bundle, R: Request> Replica<S, R> {
     /// A replica with an empty state. It joins (asks its peers for their state) on the
-    /// first input; restore persisted bytes before that.
+    /// first input, which also fixes its incarnation (the time this run began); restore
+    /// persisted bytes before that.
     ///
     /// # Errors
     ///
     /// [`ConfigError`] when the configuration contradicts itself.
-    pub fn new(config: Config, me: SourceId, now: Now) -> Result<Self, ConfigError> {
+    pub fn new(config: Config, me: SourceId) -> Result<Self, ConfigError> {
         config.validate()?;
-        let mut hlc = Hlc::new(config.max_drift_ms);
-        let incarnation = hlc.now(now.wall_ms);
+        let hlc = Hlc::new(config.max_drift_ms);
         Ok(Replica {
             watch: LeaseWatch::new(config.lease),
             me,
-            incarnation,
+            incarnation: 0,
             hlc,
             state: State::default(),
             authority: None,
@@ -300,7 +299,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             store_blocked: false,
             digest: None,
             peers: Peers::default(),
-            next_heartbeat: now.mono_ms,
+            next_heartbeat: 0,
             answer_due: None,
             answer_to: None,
             last_answer: None,
@@ -332,7 +331,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     /// hold a version or term out of range. Then nothing is applied, a
     /// [`Degradation::StoreUnreadable`] event is queued, and this replica never
     /// persists over the unreadable bytes.
-    pub fn restore(&mut self, bytes: &[u8], now: Now) -> Result<(), DecodeError> {
+    pub fn restore(&mut self, now: Now, bytes: &[u8]) -> Result<(), DecodeError> {
         let decoded = self
             .config
             .store_codec
@@ -433,10 +432,11 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         self.config.store_codec.encode(&self.state)
     }
 
-    /// Writes: `f` gets the current state and a [`Writer`] and returns the delta (a
-    /// bundle holding only the registers it wrote, as their `write*` methods return).
-    /// The delta is merged here, persisted and sent (at once, or coalesced for
-    /// `flush_interval_ms`).
+    /// Writes: `f` gets the current state, an empty delta to fill, and a [`Writer`]; it
+    /// sets the delta's registers it writes to what their `write*` methods return, as
+    /// in `|s, d, w| d.title = s.title.write(v, w)`. The delta is merged here,
+    /// persisted and sent (at once, or coalesced for `flush_interval_ms`). Starting
+    /// from the empty bundle, a delta can only hold what was written.
     ///
     /// In leader mode every write carries exactly the term this replica leads: a leader
     /// that has heard of a newer term has stopped leading, and its writes are refused.
@@ -452,7 +452,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     pub fn write(
         &mut self,
         now: Now,
-        f: impl FnOnce(&S, &mut Writer<'_>) -> S,
+        f: impl FnOnce(&S, &mut S, &mut Writer<'_>),
     ) -> Result<(), WriteError> {
         if self.left {
             return Err(WriteError::Left);
@@ -466,7 +466,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     fn write_within(
         &mut self,
         now: Now,
-        f: impl FnOnce(&S, &mut Writer<'_>) -> S,
+        f: impl FnOnce(&S, &mut S, &mut Writer<'_>),
     ) -> Result<(), WriteError> {
         let term = match self.config.mode {
             SyncMode::Distributed => 0,
@@ -480,7 +480,8 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             },
         };
         let mut writer = self.hlc.writer(self.me, now.wall_ms).with_term(term);
-        let app = f(&self.state.app, &mut writer);
+        let mut app = S::default();
+        f(&self.state.app, &mut app, &mut writer);
         match writer.error().cloned() {
             None => {}
             Some(StampError::NewerTerm { newer, .. }) => {
@@ -539,7 +540,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     /// Bytes received from the transport. Whatever they hold, they are merged whole or
     /// not at all: bad bytes give an [`Event::MessageRejected`] and a counter, never a
     /// panic.
-    pub fn handle_message(&mut self, bytes: &[u8], now: Now) {
+    pub fn handle_message(&mut self, now: Now, bytes: &[u8]) {
         if self.left {
             return;
         }
@@ -569,7 +570,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     }
 
     /// A lifecycle signal.
-    pub fn handle_lifecycle(&mut self, signal: Lifecycle, now: Now) {
+    pub fn handle_lifecycle(&mut self, now: Now, signal: Lifecycle) {
         if self.left {
             return;
         }
@@ -641,6 +642,11 @@ impl<S: Bundle, R: Request> Replica<S, R> {
 
     /// Time bookkeeping and the join, before an input.
     fn begin(&mut self, now: Now) {
+        if !self.started {
+            // This run's incarnation: its first time, later than anything it restored,
+            // so peers tell it apart from its earlier runs.
+            self.incarnation = self.hlc.now(now.wall_ms);
+        }
         if let Some(last) = self.last_now {
             let mono_gap = now.mono_ms.saturating_sub(last.mono_ms);
             let wall_gap = now.wall_ms.saturating_sub(last.wall_ms);

@@ -59,7 +59,7 @@ impl Bench {
 
     fn fresh(&self, i: usize) -> Replica<Session, Req> {
         let me = SourceId::from_u128(i as u128 + 1);
-        let r = Replica::new(self.config.clone(), me, self.now(i)).unwrap();
+        let r = Replica::new(self.config.clone(), me).unwrap();
         match &self.authority {
             Some((_, auth)) => r.with_authority(Box::new(auth.clone())),
             None => r,
@@ -88,7 +88,7 @@ impl Bench {
             return;
         }
         let now = self.now(to);
-        self.replicas[to].handle_message(bytes, now);
+        self.replicas[to].handle_message(now, bytes);
         self.drain_events(to);
     }
 
@@ -169,17 +169,14 @@ impl Bench {
 
     pub fn try_write_config(&mut self, i: usize, value: u32) -> Result<(), WriteError> {
         let now = self.now(i);
-        let result = self.replicas[i].write(now, |s, w| Session {
-            config: s.config.write(value, w),
-            ..Default::default()
-        });
+        let result = self.replicas[i].write(now, |s, d, w| d.config = s.config.write(value, w));
         self.drain_events(i);
         result
     }
 
     pub fn signal(&mut self, i: usize, signal: Lifecycle) {
         let now = self.now(i);
-        self.replicas[i].handle_lifecycle(signal, now);
+        self.replicas[i].handle_lifecycle(now, signal);
         self.drain_events(i);
     }
 
@@ -193,7 +190,7 @@ impl Bench {
     pub fn restart(&mut self, i: usize) {
         let mut r = self.fresh(i);
         if let Some(bytes) = &self.stores[i] {
-            r.restore(bytes, self.now(i)).unwrap();
+            r.restore(self.now(i), bytes).unwrap();
         }
         self.replicas[i] = r;
         self.down[i] = false;

@@ -3,7 +3,7 @@
 //! holders, and, in the converged state, fencing, durability, convergence that encodes,
 //! and peers that are still heard.
 
-use replisync::{DecodeError, LwwMap, Merge, SourceId, Stamp, SyncMode, Writer};
+use replisync::{DecodeError, Merge, SourceId, Stamp, SyncMode, Writer};
 
 use super::oracle::{self, registers, stamps, Reg};
 use super::{wire, Check, Departure, Replica, Req, Session, World, PROBE_KEY};
@@ -14,7 +14,7 @@ impl World {
     pub(super) fn persisted(&mut self, i: usize, bytes: Vec<u8>) -> Check {
         let now = self.now(i);
         let mut fresh = self.fresh_replica(i);
-        let restored = fresh.restore(&bytes, now);
+        let restored = fresh.restore(now, &bytes);
         let node = &mut self.nodes[i];
         let r = node.replica.as_ref().expect("drained a live replica");
         if let Err(e) = restored {
@@ -97,10 +97,9 @@ impl World {
         };
         let before = registers(r.state());
         let mut delta = None;
-        let result = r.write(now, |s, w| {
-            let d = write_for(s, w, &request);
+        let result = r.write(now, |s, d, w| {
+            write_for(s, d, w, &request);
             delta = Some(d.clone());
-            d
         });
         // A write refused (leadership lost between request and answer, a delta that
         // cannot be encoded) is the application's to retry; the simulation drops it.
@@ -456,39 +455,21 @@ impl World {
 }
 
 /// The delta that `request` writes.
-pub(super) fn write_for(s: &Session, w: &mut Writer<'_>, request: &Req) -> Session {
+pub(super) fn write_for(s: &Session, d: &mut Session, w: &mut Writer<'_>, request: &Req) {
     match *request {
-        Req::Activity(at) => Session {
-            deadline: s
+        Req::Activity(at) => {
+            d.deadline = s
                 .deadline
-                .write(at.max(s.deadline.get().copied().unwrap_or(0)), w),
-            ..Default::default()
-        },
-        Req::Config(v) => Session {
-            config: s.config.write(v, w),
-            ..Default::default()
-        },
-        Req::Note(k, v) => Session {
-            notes: s.notes.write_insert(k, v, w),
-            ..Default::default()
-        },
-        Req::Forget(k) => Session {
-            notes: s.notes.write_remove(&k, w),
-            ..Default::default()
-        },
+                .write(at.max(s.deadline.get().copied().unwrap_or(0)), w)
+        }
+        Req::Config(v) => d.config = s.config.write(v, w),
+        Req::Note(k, v) => d.notes = s.notes.write_insert(k, v, w),
+        Req::Forget(k) => d.notes = s.notes.write_remove(&k, w),
         Req::Bulk(first, count, v) => {
-            let mut notes = LwwMap::new();
             for k in first..first.saturating_add(count) {
-                let _ = notes.merge(&s.notes.write_insert(k, v, w));
-            }
-            Session {
-                notes,
-                ..Default::default()
+                let _ = d.notes.merge(&s.notes.write_insert(k, v, w));
             }
         }
-        Req::Pair(a, b, v) => Session {
-            pairs: s.pairs.write_insert((a, b), v, w),
-            ..Default::default()
-        },
+        Req::Pair(a, b, v) => d.pairs = s.pairs.write_insert((a, b), v, w),
     }
 }

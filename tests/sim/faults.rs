@@ -71,7 +71,7 @@ impl World {
                 let bytes: Vec<u8> = (0..len).map(|_| self.rng.next() as u8).collect();
                 let now = self.now(i);
                 if let Some(r) = self.nodes[i].replica.as_mut() {
-                    r.handle_message(&bytes, now);
+                    r.handle_message(now, &bytes);
                 }
                 self.drain(i)?;
             }
@@ -87,7 +87,7 @@ impl World {
                 ][self.rng.below(4) as usize];
                 let now = self.now(i);
                 if let Some(r) = self.nodes[i].replica.as_mut() {
-                    r.handle_lifecycle(signal, now);
+                    r.handle_lifecycle(now, signal);
                 }
                 self.drain(i)?;
             }
@@ -225,7 +225,7 @@ impl World {
         self.corruptions.push(format!("{what} ({from}->{to})"));
         hash_in(&mut self.trace, &bytes);
         if let Some(r) = self.nodes[to].replica.as_mut() {
-            r.handle_message(&bytes, now);
+            r.handle_message(now, &bytes);
         }
         self.drain(to)
     }

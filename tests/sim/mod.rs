@@ -27,8 +27,8 @@ pub mod wire;
 use std::collections::{BTreeMap, VecDeque};
 
 use replisync::{
-    impl_merge, Codec, Config, DecodeError, Event, Faults, Lease, LeaseConfig, Lifecycle, Lww,
-    LwwMap, ManualClock, MutexAuthority, NodeId, Now, Replica, SimNetwork, SourceId, Stamp,
+    Codec, Config, DecodeError, Event, Faults, Lease, LeaseConfig, Lifecycle, Lww, LwwMap,
+    ManualClock, Merge, MutexAuthority, NodeId, Now, Replica, SimNetwork, SourceId, Stamp,
     SyncMode,
 };
 use serde::{Deserialize, Serialize};
@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 pub use oracle::{stamps, Ledger, Reg};
 
 /// The bundle the simulated application shares: a session-timeout service's state.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Merge)]
 pub struct Session {
     /// When the session expires (wall ms); activity anywhere extends it.
     pub deadline: Lww<u64>,
@@ -48,12 +48,6 @@ pub struct Session {
     /// strings), so a JSON store or wire meets an unencodable state.
     pub pairs: LwwMap<(u8, u8), u32>,
 }
-impl_merge!(Session {
-    deadline,
-    config,
-    notes,
-    pairs
-});
 
 /// The application's requests, forwarded to the leader in leader mode.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -486,8 +480,7 @@ impl World {
 
     /// A replica as node `i` would start it, without its store.
     fn fresh_replica(&self, i: usize) -> Replica<Session, Req> {
-        let mut replica =
-            Replica::new(self.config(), self.nodes[i].id, self.now(i)).expect("valid config");
+        let mut replica = Replica::new(self.config(), self.nodes[i].id).expect("valid config");
         if let Some(auth) = &self.authority {
             replica = replica.with_authority(Box::new(auth.clone()));
         }
@@ -511,7 +504,7 @@ impl World {
         let mut replica = self.fresh_replica(i);
         let node = &mut self.nodes[i];
         if let Some(bytes) = &node.store {
-            replica.restore(bytes, now).map_err(|e| {
+            replica.restore(now, bytes).map_err(|e| {
                 format!(
                     "{}: node{i} cannot restart from its own store ({} bytes): {e}",
                     if matches!(e, DecodeError::TooLarge { .. }) {
@@ -571,7 +564,7 @@ impl World {
             _ => node.unsent.iter().map(|(r, s)| (*r, *s)).collect(),
         };
         if let Some(r) = self.nodes[i].replica.as_mut() {
-            r.handle_lifecycle(Lifecycle::Leave, now);
+            r.handle_lifecycle(now, Lifecycle::Leave);
         }
         self.drain(i)?;
         if !claims.is_empty() {
@@ -852,7 +845,7 @@ impl World {
             let now = self.now(i);
             if let Some(r) = self.nodes[i].replica.as_mut() {
                 let before = *r.stats();
-                r.handle_message(&d.bytes, now);
+                r.handle_message(now, &d.bytes);
                 let after = r.stats();
                 if after.ignored == before.ignored && after.rejected == before.rejected {
                     self.admitted.insert((from, i), self.time);
@@ -1057,7 +1050,7 @@ impl World {
         self.logging(log, |w| {
             let now = w.now(i);
             if let Some(r) = w.nodes[i].replica.as_mut() {
-                r.handle_lifecycle(signal, now);
+                r.handle_lifecycle(now, signal);
             }
             w.drain(i)
         })
