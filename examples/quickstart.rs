@@ -38,7 +38,13 @@ struct Node {
 fn main() -> Result<(), Error> {
     // Short lease timings so the demo is quick (the defaults are seconds).
     let mut config = Config::leader();
-    config.lease = LeaseConfig::new(300, 200, 100, 50)?;
+    config.lease = LeaseConfig {
+        duration_ms: 300,
+        renew_deadline_ms: 200,
+        renew_interval_ms: 100,
+        max_delay_ms: 50,
+    }
+    .validated()?;
     config.heartbeat_interval_ms = 100;
     config.peer_timeout_ms = 350;
 

@@ -108,12 +108,13 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         // Timings read back with serde skipped `LeaseConfig::new`: check them again.
         let l = &self.lease;
-        LeaseConfig::new(
-            l.duration_ms(),
-            l.renew_deadline_ms(),
-            l.renew_interval_ms(),
-            l.max_delay_ms(),
-        )
+        LeaseConfig {
+            duration_ms: l.duration_ms,
+            renew_deadline_ms: l.renew_deadline_ms,
+            renew_interval_ms: l.renew_interval_ms,
+            max_delay_ms: l.max_delay_ms,
+        }
+        .validated()
         .map_err(ConfigError::Lease)?;
         if self.heartbeat_interval_ms == 0 {
             return Err(ConfigError::ZeroHeartbeat);

@@ -129,19 +129,29 @@ impl Merge for Lease {
 /// ```
 /// use replisync::{LeaseConfig, LeaseConfigError};
 ///
-/// let config = LeaseConfig::new(3_000, 2_000, 1_000, 500).unwrap();
-/// assert_eq!(config, LeaseConfig::default());
+/// let config = LeaseConfig {
+///     duration_ms: 3_000,
+///     renew_deadline_ms: 2_000,
+///     renew_interval_ms: 1_000,
+///     max_delay_ms: 500,
+/// };
+/// assert_eq!(config.validated(), Ok(LeaseConfig::default()));
+/// let too_slow = LeaseConfig { renew_interval_ms: 1_700, ..config };
 /// assert!(matches!(
-///     LeaseConfig::new(3_000, 2_000, 1_700, 500),
+///     too_slow.validated(),
 ///     Err(LeaseConfigError::RenewIntervalTooLong { .. })
 /// ));
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub struct LeaseConfig {
-    duration_ms: u64,
-    renew_deadline_ms: u64,
-    renew_interval_ms: u64,
-    max_delay_ms: u64,
+    /// How long a lease lasts after its last renewal, as followers measure it.
+    pub duration_ms: u64,
+    /// The holder stops acting as leader this long after its last renewal.
+    pub renew_deadline_ms: u64,
+    /// How often the holder renews.
+    pub renew_interval_ms: u64,
+    /// How late a renewal may arrive.
+    pub max_delay_ms: u64,
 }
 
 impl Default for LeaseConfig {
@@ -157,17 +167,18 @@ impl Default for LeaseConfig {
 }
 
 impl LeaseConfig {
-    /// Validated timings.
+    /// These timings, if they keep the rules.
     ///
     /// # Errors
     ///
     /// A [`LeaseConfigError`] naming the rule broken.
-    pub fn new(
-        duration_ms: u64,
-        renew_deadline_ms: u64,
-        renew_interval_ms: u64,
-        max_delay_ms: u64,
-    ) -> Result<Self, LeaseConfigError> {
+    pub fn validated(self) -> Result<Self, LeaseConfigError> {
+        let LeaseConfig {
+            duration_ms,
+            renew_deadline_ms,
+            renew_interval_ms,
+            max_delay_ms,
+        } = self;
         if renew_interval_ms == 0 {
             return Err(LeaseConfigError::ZeroRenewInterval);
         }
@@ -190,29 +201,7 @@ impl LeaseConfig {
                 slack_ms: duration_ms - renew_deadline_ms,
             });
         }
-        Ok(LeaseConfig {
-            duration_ms,
-            renew_deadline_ms,
-            renew_interval_ms,
-            max_delay_ms,
-        })
-    }
-
-    /// The lease duration, ms.
-    pub const fn duration_ms(&self) -> u64 {
-        self.duration_ms
-    }
-    /// The holder's renew deadline, ms.
-    pub const fn renew_deadline_ms(&self) -> u64 {
-        self.renew_deadline_ms
-    }
-    /// The renew interval, ms.
-    pub const fn renew_interval_ms(&self) -> u64 {
-        self.renew_interval_ms
-    }
-    /// The allowed message delay, ms.
-    pub const fn max_delay_ms(&self) -> u64 {
-        self.max_delay_ms
+        Ok(self)
     }
 }
 
@@ -590,14 +579,14 @@ mod tests {
         let config = LeaseConfig::default();
         let mut wa = watch();
         let l = wa.try_acquire(None, A, 100).unwrap();
-        assert!(wa.is_leader(Some(&l), A, 100 + config.renew_deadline_ms() - 1));
-        assert!(!wa.is_leader(Some(&l), A, 100 + config.renew_deadline_ms()));
-        assert!(config.renew_deadline_ms() < config.duration_ms());
+        assert!(wa.is_leader(Some(&l), A, 100 + config.renew_deadline_ms - 1));
+        assert!(!wa.is_leader(Some(&l), A, 100 + config.renew_deadline_ms));
+        assert!(config.renew_deadline_ms < config.duration_ms);
         assert_eq!(
-            wa.try_renew(&l, A, 100 + config.renew_deadline_ms()),
+            wa.try_renew(&l, A, 100 + config.renew_deadline_ms),
             Err(LeaseError::PastRenewDeadline { term: 1 })
         );
-        assert_eq!(wa.renew_at(), 100 + config.renew_interval_ms());
+        assert_eq!(wa.renew_at(), 100 + config.renew_interval_ms);
     }
 
     #[test]
@@ -641,29 +630,67 @@ mod tests {
     #[test]
     fn config_rules_match_client_go() {
         assert_eq!(
-            LeaseConfig::new(2_000, 2_000, 500, 0),
+            LeaseConfig {
+                duration_ms: 2_000,
+                renew_deadline_ms: 2_000,
+                renew_interval_ms: 500,
+                max_delay_ms: 0
+            }
+            .validated(),
             Err(LeaseConfigError::DeadlineNotBelowDuration {
                 duration_ms: 2_000,
                 renew_deadline_ms: 2_000
             })
         );
         // 1.2 × 1 000 = 1 200: a deadline of exactly 1 200 is too short.
-        assert!(LeaseConfig::new(3_000, 1_200, 1_000, 0).is_err());
-        assert!(LeaseConfig::new(3_000, 1_201, 1_000, 0).is_ok());
+        assert!(LeaseConfig {
+            duration_ms: 3_000,
+            renew_deadline_ms: 1_200,
+            renew_interval_ms: 1_000,
+            max_delay_ms: 0
+        }
+        .validated()
+        .is_err());
+        assert!(LeaseConfig {
+            duration_ms: 3_000,
+            renew_deadline_ms: 1_201,
+            renew_interval_ms: 1_000,
+            max_delay_ms: 0
+        }
+        .validated()
+        .is_ok());
         assert_eq!(
-            LeaseConfig::new(3_000, 2_000, 0, 0),
+            LeaseConfig {
+                duration_ms: 3_000,
+                renew_deadline_ms: 2_000,
+                renew_interval_ms: 0,
+                max_delay_ms: 0
+            }
+            .validated(),
             Err(LeaseConfigError::ZeroRenewInterval)
         );
         assert_eq!(
-            LeaseConfig::new(3_000, 2_000, 1_000, 1_000),
+            LeaseConfig {
+                duration_ms: 3_000,
+                renew_deadline_ms: 2_000,
+                renew_interval_ms: 1_000,
+                max_delay_ms: 1_000
+            }
+            .validated(),
             Err(LeaseConfigError::DelayTooLong {
                 max_delay_ms: 1_000,
                 slack_ms: 1_000
             })
         );
-        let msg = LeaseConfig::new(3_000, 1_000, 1_000, 0)
-            .unwrap_err()
-            .to_string();
+        let msg = LeaseConfig {
+            duration_ms: 3_000,
+            renew_deadline_ms: 1_000,
+            renew_interval_ms: 1_000,
+            max_delay_ms: 0,
+        }
+        .validated()
+        .unwrap_err()
+        .to_string();
         assert!(msg.contains("1.2 x"), "{msg}");
     }
 

@@ -137,7 +137,7 @@ fn a_term_spent_by_a_replica_no_one_heard_does_not_block_the_next_leader() {
     const A: usize = 0;
     const B: usize = 1;
     let config = sim_config(SyncMode::Leader, Codec::Binary);
-    let duration = config.lease.duration_ms();
+    let duration = config.lease.duration_ms;
     let mut b = Bench::with(config, &[0, 0], true);
     b.run(400, &everyone);
     assert_eq!(b.leaders(), [A]);

@@ -135,7 +135,7 @@ fn join_in_leader_mode_syncs_the_full_state_and_leaves_the_lease_to_the_live_lea
         );
 
         // Five lease durations later: the same leader, the same term, no claim.
-        let until = w.time + 5 * lease_config().duration_ms();
+        let until = w.time + 5 * lease_config().duration_ms;
         w.run_logged(until, &mut log).unwrap();
         assert!(
             !log.iter()
@@ -339,21 +339,19 @@ fn hidden_in_leader_mode_holder_keeps_renewing_and_stays_leader() {
 
         let start = w.time;
         let f = others(&w, l)[0];
-        w.run_logged(start + 2 * lc.duration_ms(), &mut log)
-            .unwrap();
+        w.run_logged(start + 2 * lc.duration_ms, &mut log).unwrap();
         w.user(f, Req::Note(7, 70)).unwrap();
-        w.run_logged(start + 5 * lc.duration_ms(), &mut log)
-            .unwrap();
+        w.run_logged(start + 5 * lc.duration_ms, &mut log).unwrap();
 
         assert_eq!(leader(&w), l, "seed {seed}");
         let now = *rep(&w, l).lease().unwrap();
         assert_eq!(now.term, before.term, "seed {seed}");
-        let renewals = 5 * lc.duration_ms() / lc.renew_interval_ms();
+        let renewals = 5 * lc.duration_ms / lc.renew_interval_ms;
         assert!(
             now.renew_seq >= before.renew_seq + renewals - 1,
             "seed {seed}: {} renewals in {} ms",
             now.renew_seq - before.renew_seq,
-            5 * lc.duration_ms()
+            5 * lc.duration_ms
         );
         assert!(
             !log.iter().any(|e| matches!(
@@ -826,7 +824,7 @@ fn crash_in_leader_mode_successor_leads_after_the_lease_expires_with_a_higher_te
         w.crash(l, None);
         let crashed_at = w.time;
 
-        let bound = lc.duration_ms() + lc.renew_interval_ms();
+        let bound = lc.duration_ms + lc.renew_interval_ms;
         let (s, at) = loop {
             let t = w.time + 1;
             w.run_until(t, false).unwrap();
@@ -840,7 +838,7 @@ fn crash_in_leader_mode_successor_leads_after_the_lease_expires_with_a_higher_te
         };
         let waited = at - crashed_at;
         assert!(
-            waited >= lc.duration_ms() + lc.max_delay_ms(),
+            waited >= lc.duration_ms + lc.max_delay_ms,
             "seed {seed}: a successor after {waited} ms, before the lease ran out"
         );
         assert!(waited <= bound, "seed {seed}: {waited} ms");

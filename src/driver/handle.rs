@@ -90,26 +90,34 @@ where
         self.call(|r, _| r.state().clone())
     }
 
-    /// Whether the replica acts as leader now; `false` once stopped. The replica
-    /// re-validates its lease (renew deadline, authority grant) at the moment of the
-    /// question, so an answer is never older than the call.
-    pub fn is_leader(&self) -> bool {
-        self.call(|r, now| {
-            r.handle_timeout(now);
-            r.is_leader()
-        })
-        .unwrap_or(false)
+    /// Whether the replica acts as leader, as of its last input. (The driver hands the
+    /// replica every due timer before it answers, so a lease that ran out has been
+    /// noticed.)
+    ///
+    /// # Errors
+    ///
+    /// [`DriverError::Stopped`].
+    pub fn is_leader(&self) -> Result<bool, DriverError> {
+        self.call(|r, _| r.is_leader())
     }
 
-    /// The lease holder as the replica knows it; `None` once stopped.
-    pub fn leader(&self) -> Option<SourceId> {
-        self.call(|r, _| r.leader()).ok().flatten()
+    /// The lease holder as the replica knows it (`None`: no one holds it).
+    ///
+    /// # Errors
+    ///
+    /// [`DriverError::Stopped`].
+    pub fn leader(&self) -> Result<Option<SourceId>, DriverError> {
+        self.call(|r, _| r.leader())
     }
 
-    /// The latest lease record the replica knows (its term is the fencing token);
-    /// `None` before any, or once stopped.
-    pub fn lease(&self) -> Option<Lease> {
-        self.call(|r, _| r.lease().copied()).ok().flatten()
+    /// The latest lease record the replica knows (its term is the fencing token),
+    /// `None` before any.
+    ///
+    /// # Errors
+    ///
+    /// [`DriverError::Stopped`].
+    pub fn lease(&self) -> Result<Option<Lease>, DriverError> {
+        self.call(|r, _| r.lease().copied())
     }
 
     /// The replica's counters.

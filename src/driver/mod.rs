@@ -304,7 +304,14 @@ where
                 },
                 recv(self.inbox) -> command => match command {
                     Ok(Command::Call(call)) => {
-                        let reply = call(&mut self.replica, self.clock.now());
+                        let now = self.clock.now();
+                        // A deadline that is due is handled before the question, so no
+                        // answer (whether it leads, say) is older than the call.
+                        if self.replica.poll_timeout().is_some_and(|t| t <= now.mono_ms) {
+                            self.last_timeout_ms = Some(now.mono_ms);
+                            self.replica.handle_timeout(now);
+                        }
+                        let reply = call(&mut self.replica, now);
                         self.drain();
                         reply();
                         continue;

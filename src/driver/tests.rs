@@ -27,7 +27,14 @@ fn fast_leader_config(lease: LeaseConfig) -> Config {
 }
 
 fn short_lease() -> LeaseConfig {
-    LeaseConfig::new(300, 200, 100, 50).unwrap()
+    LeaseConfig {
+        duration_ms: 300,
+        renew_deadline_ms: 200,
+        renew_interval_ms: 100,
+        max_delay_ms: 50,
+    }
+    .validated()
+    .unwrap()
 }
 
 fn spawn_on(link: HubLink, config: Config, n: u128, store: Option<MemoryStore>) -> Node {
@@ -92,10 +99,10 @@ fn settle(nodes: &[&Node], what: &str, mut done: impl FnMut() -> bool) {
 fn single_leader(nodes: &[&Node]) -> SourceId {
     let mut leader = None;
     settle(nodes, "a single leader", || {
-        let seen: Vec<_> = nodes.iter().map(|(h, _)| h.leader()).collect();
+        let seen: Vec<_> = nodes.iter().map(|(h, _)| h.leader().unwrap()).collect();
         let leading: Vec<_> = nodes
             .iter()
-            .filter(|(h, _)| h.is_leader())
+            .filter(|(h, _)| h.is_leader().unwrap())
             .map(|(h, _)| h.source())
             .collect();
         leader = seen[0];
@@ -153,14 +160,14 @@ fn one_leader_is_elected_takes_requests_and_is_replaced_after_a_crash() {
     }
 
     // A crashed leader says nothing; the lease expires, and a follower takes over.
-    let old_term = leader.0.lease().map(|l| l.term);
+    let old_term = leader.0.lease().unwrap().map(|l| l.term);
     leader.0.crash().unwrap();
     assert_eq!(leader.0.crash(), Err(DriverError::Stopped));
     assert_eq!(leader.0.state(), Err(DriverError::Stopped));
     let next = single_leader(&followers);
     assert_ne!(next, first);
     let successor = followers.iter().find(|(h, _)| h.source() == next).unwrap();
-    let new_term = successor.0.lease().map(|l| l.term);
+    let new_term = successor.0.lease().unwrap().map(|l| l.term);
     assert!(new_term > old_term, "{new_term:?} after {old_term:?}");
     write_note(&successor.0, "after the crash").unwrap();
     assert_eq!(note(&successor.0).as_deref(), Some("after the crash"));
@@ -170,7 +177,14 @@ fn one_leader_is_elected_takes_requests_and_is_replaced_after_a_crash() {
 fn a_leaving_leader_hands_over_before_its_lease_expires() {
     // A lease far longer than the test's patience: a takeover must come from the
     // release, not from expiry.
-    let lease = LeaseConfig::new(60_000, 40_000, 100, 50).unwrap();
+    let lease = LeaseConfig {
+        duration_ms: 60_000,
+        renew_deadline_ms: 40_000,
+        renew_interval_ms: 100,
+        max_delay_ms: 50,
+    }
+    .validated()
+    .unwrap();
     let config = fast_leader_config(lease);
     let hub = Hub::new();
     let nodes: Vec<Node> = (1..=3)
@@ -200,8 +214,12 @@ fn a_leaving_leader_hands_over_before_its_lease_expires() {
     let successor = followers.iter().find(|(h, _)| h.source() == next).unwrap();
     assert_eq!(note(&successor.0).as_deref(), Some("before"));
     write_note(&successor.0, "after").unwrap();
+    // Once stopped, every question says so alike.
     assert_eq!(leader.0.leave(), Err(DriverError::Stopped));
-    assert!(!leader.0.is_leader());
+    assert_eq!(leader.0.is_leader(), Err(DriverError::Stopped));
+    assert_eq!(leader.0.leader(), Err(DriverError::Stopped));
+    assert_eq!(leader.0.lease(), Err(DriverError::Stopped));
+    assert!(leader.0.state().is_err() && leader.0.stats().is_err());
 }
 
 #[test]

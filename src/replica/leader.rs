@@ -21,7 +21,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         } else if let Some(authority) = self.authority.as_ref() {
             // Stop a margin (the allowed delay) before the grant runs out, as the renew
             // deadline stops the holder before followers count the lease expired.
-            let margin = self.config.lease.max_delay_ms();
+            let margin = self.config.lease.max_delay_ms;
             match authority.remaining_ms(self.me, term) {
                 Some(left) if left > margin => {
                     self.authority_until = Some(now.mono_ms + (left - margin));
@@ -72,7 +72,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             .ids()
             .filter(|id| *id < self.me && Some(*id) != holder)
             .count() as u64;
-        let stagger = rank.saturating_mul(self.config.lease.max_delay_ms());
+        let stagger = rank.saturating_mul(self.config.lease.max_delay_ms);
         Some(
             free_at
                 .max(self.joined_until)
@@ -102,7 +102,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         let mut next = Lease::acquire(
             self.state.lease.as_ref(),
             self.me,
-            self.config.lease.duration_ms(),
+            self.config.lease.duration_ms,
         );
         next.term = next.term.max(self.known_term.saturating_add(1));
         if next.term > MAX_TERM {
@@ -118,7 +118,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
                 self.heard_term(refused.term.min(MAX_TERM), now);
                 self.claim_retry_at = now
                     .mono_ms
-                    .saturating_add(self.config.lease.renew_interval_ms());
+                    .saturating_add(self.config.lease.renew_interval_ms);
                 return;
             }
             self.authority_until = Some(self.authority_deadline(next.duration_ms, now));
@@ -174,7 +174,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     /// When a grant of `duration_ms` made now must be checked again (a margin before
     /// it runs out).
     fn authority_deadline(&self, duration_ms: u64, now: Now) -> u64 {
-        let margin = self.config.lease.max_delay_ms();
+        let margin = self.config.lease.max_delay_ms;
         now.mono_ms
             .saturating_add(duration_ms.saturating_sub(margin))
     }

@@ -720,9 +720,9 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     fn join_grace_ms(&self) -> u64 {
         let lease = &self.config.lease;
         lease
-            .renew_interval_ms()
+            .renew_interval_ms
             .max(self.config.heartbeat_interval_ms)
-            .saturating_add(lease.max_delay_ms())
+            .saturating_add(lease.max_delay_ms)
     }
 }
 

@@ -299,13 +299,13 @@ impl World {
             delay_max
         };
         let slack = if under_faults {
-            lease.max_delay_ms() + one_way
+            lease.max_delay_ms + one_way
         } else {
             0
         };
         self.depart(leader, Departure::Crash)?;
         let crashed_at = self.time;
-        let mut deadline = crashed_at + lease.duration_ms() + lease.renew_interval_ms() + slack;
+        let mut deadline = crashed_at + lease.duration_ms + lease.renew_interval_ms + slack;
         self.kill_next_claim = staying >= 4 && self.rng.chance(0.5);
         self.killed_claimant_at = None;
         let mut killed = false;
@@ -316,9 +316,9 @@ impl World {
             if let Some(at) = self.killed_claimant_at.take() {
                 killed = true;
                 deadline = at
-                    + lease.duration_ms()
-                    + lease.renew_interval_ms()
-                    + lease.max_delay_ms()
+                    + lease.duration_ms
+                    + lease.renew_interval_ms
+                    + lease.max_delay_ms
                     + if under_faults { one_way } else { 0 };
             }
             if self.time > deadline {
@@ -346,9 +346,9 @@ impl World {
         // One message: delivered at once on the healed network (plus the claim's own
         // hop to the authority, which is immediate).
         let bound = if under_faults {
-            lease.duration_ms() + lease.renew_interval_ms() + slack
+            lease.duration_ms + lease.renew_interval_ms + slack
         } else {
-            lease.max_delay_ms()
+            lease.max_delay_ms
         };
         while self.time <= left_at + bound {
             let t = self.time + 1;

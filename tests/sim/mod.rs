@@ -250,7 +250,14 @@ pub fn sim_config(mode: SyncMode, codec: Codec) -> Config {
         SyncMode::Leader => Config::leader(),
         _ => Config::distributed(),
     };
-    config.lease = LeaseConfig::new(300, 200, 100, 50).expect("valid timings");
+    config.lease = LeaseConfig {
+        duration_ms: 300,
+        renew_deadline_ms: 200,
+        renew_interval_ms: 100,
+        max_delay_ms: 50,
+    }
+    .validated()
+    .expect("valid timings");
     config.heartbeat_interval_ms = 100;
     config.peer_timeout_ms = 350;
     config.sleep_tolerance_ms = 150;
