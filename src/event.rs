@@ -121,6 +121,9 @@ pub enum Degradation {
     Transport(String),
     /// The store could not be loaded or saved, from a driver.
     Store(String),
+    /// The store's last record was cut short (the process died while appending it):
+    /// it was dropped, and the next persist rewrites the store without it.
+    StoreRecordDropped,
     /// The state could not be encoded with the store codec, so it was not persisted
     /// (a map with non-string keys under JSON, say). Reported when persisting starts
     /// failing; the state is persisted again once it encodes.

@@ -93,12 +93,13 @@ pub use lease::{Lease, LeaseConfig, LeaseConfigError, LeaseError, LeaseWatch};
 pub use lww::Lww;
 pub use map::LwwMap;
 pub use merge::{Fields, Merge, Merged};
-pub use replica::{Invalid, Lifecycle, Replica, Stats, WriteError};
+pub use replica::{Invalid, Lifecycle, Persist, Replica, Stats, WriteError};
 /// `#[derive(Merge)]`: implements [`Merge`] and [`Fields`] for a struct whose fields
 /// are all [`Merge`], merging every field (see the trait's docs).
 pub use replisync_derive::Merge;
 pub use source::SourceId;
 pub use stamp::{Stamp, MAX_TERM, MAX_VERSION, TERM_SHIFT};
+pub use store::{MemoryStore, Store};
 pub use wire::{Codec, DecodeError, SCHEMA_VERSION};
 pub use writer::{StampError, Writer};
 
@@ -113,4 +114,4 @@ pub use transport::Transport;
 #[cfg(not(target_arch = "wasm32"))]
 mod driver;
 #[cfg(not(target_arch = "wasm32"))]
-pub use driver::{Driver, DriverError, Handle, MemoryStore, Store};
+pub use driver::{Driver, DriverError, Handle};

@@ -11,7 +11,7 @@
 //! | `Lease` | a claimant or holder | the lease record: a claim (new term), a renewal, a release |
 //! | `SyncRequest` | a joiner, or a replica that found a gap | whom it asks (`None`: whoever answers first) |
 //! | `FullSync` | the replica asked | the whole state |
-//! | `Request` | a follower | an application request for the leader |
+//! | `Request` | a follower | an application request for the leader, and how often it was passed on |
 //! | `Heartbeat` | everyone, now and then | the sender's delta sequence and a digest of its state, so lost deltas and divergence are noticed |
 //! | `Goodbye` | a replica leaving | nothing |
 //!
@@ -204,6 +204,7 @@ pub(crate) enum Body<St, R> {
     },
     Request {
         to: Option<SourceId>,
+        hops: u8,
         request: R,
     },
     Heartbeat {

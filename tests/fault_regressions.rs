@@ -336,7 +336,8 @@ fn a_state_larger_than_one_message_is_restored_synced_and_sent_in_parts() {
         }
     })
     .unwrap();
-    let store = a.poll_persist().expect("persisted");
+    let mut store = Vec::new();
+    a.poll_persist().expect("persisted").apply_to(&mut store);
     assert!(store.len() > 4 * 1_024, "{} bytes", store.len());
     assert!(std::iter::from_fn(|| a.poll_transmit()).all(|m| m.len() <= 1_024));
 
@@ -595,5 +596,50 @@ fn a_lease_record_at_the_end_of_the_term_range_is_refused_or_ends_claims_without
         b.events[0].len() - events < 100,
         "{:?}",
         &b.events[0][events..]
+    );
+}
+
+// Found by the 50,000-seed run: two replicas that each believed the other led passed a
+// request back and forth without end (in one instant, on a network without delay).
+#[test]
+fn a_request_is_passed_on_a_bounded_number_of_times() {
+    let mut b = Bench::new(&[0, 0]);
+    b.run(400, &everyone);
+    assert_eq!(b.leaders(), [0]);
+    let template = loop {
+        b.tick();
+        if let Some(m) = b.outbox(0).first() {
+            break mirror::decode::<Env>(Codec::Binary, m);
+        }
+    };
+    // Node 1 believes node 0 leads; a request addressed to node 1 comes in.
+    let follower = b.id(1);
+    let to_follower = |hops: u8, seq: u64| Env {
+        seq,
+        body: mirror::Body::Request {
+            to: Some(follower),
+            hops,
+            request: Req::Config(5),
+        },
+        ..template.clone()
+    };
+    let passed_on = |b: &mut Bench| -> Vec<u8> {
+        b.outbox(1)
+            .iter()
+            .filter_map(|m| match mirror::decode::<Env>(Codec::Binary, m).body {
+                mirror::Body::Request { hops, .. } => Some(hops),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = to_follower(0, template.seq + 1);
+    b.deliver(1, &mirror::encode(Codec::Binary, &first));
+    assert_eq!(passed_on(&mut b), [1], "passed on to the leader it knows");
+    let worn = to_follower(2, template.seq + 2);
+    b.deliver(1, &mirror::encode(Codec::Binary, &worn));
+    assert_eq!(
+        passed_on(&mut b),
+        Vec::<u8>::new(),
+        "kept until a leader is announced"
     );
 }

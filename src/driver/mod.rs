@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::bundle::{Bundle, Request};
-use crate::{Clock, Degradation, Event, Lifecycle, Replica, SystemClock, Transport, WriteError};
+use crate::{
+    Clock, Degradation, Event, Lifecycle, Replica, Store, SystemClock, Transport, WriteError,
+};
 
 mod handle;
 mod store;
@@ -24,7 +26,6 @@ mod tests;
 pub use handle::Handle;
 use handle::Inner;
 use store::DynStore;
-pub use store::{MemoryStore, Store};
 
 /// Why a call on a [`Handle`] failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -160,8 +161,9 @@ where
         self
     }
 
-    /// Restores from `store` when spawned, and saves every state the replica persists.
-    pub fn store(mut self, store: impl Store) -> Self {
+    /// Restores from `store` when spawned, and carries out every persist the replica
+    /// asks for (appended deltas, compactions).
+    pub fn store(mut self, store: impl Store + Send + 'static) -> Self {
         self.store = Some(Box::new(store));
         self
     }
@@ -371,9 +373,9 @@ where
                 }
             }
         }
-        if let Some(bytes) = self.replica.poll_persist() {
+        if let Some(persist) = self.replica.poll_persist() {
             if let Some(store) = self.store.as_mut() {
-                match store.save(&bytes) {
+                match store.persist(&persist) {
                     Ok(()) => self.save_failing = false,
                     Err(e) => {
                         let source = self.replica.source();

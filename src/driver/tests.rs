@@ -1,7 +1,7 @@
 //! The driver's tests: replicas on threads over the in-process hub.
 
 use super::*;
-use crate::{Config, Hub, HubLink, LeadershipLoss, LeaseConfig, Lww, Merge, SourceId};
+use crate::{Config, Hub, HubLink, LeadershipLoss, LeaseConfig, Lww, MemoryStore, Merge, SourceId};
 use crossbeam_channel::{RecvTimeoutError, Select};
 use serde::{Deserialize, Serialize};
 
@@ -333,7 +333,7 @@ fn transport_failures_are_reported_and_a_closed_transport_stops_the_driver() {
 #[test]
 fn an_unreadable_store_is_kept() {
     let store = MemoryStore::new();
-    Store::save(&mut store.clone(), b"not a state").unwrap();
+    Store::compact(&mut store.clone(), b"not a state").unwrap();
     let (handle, events) = spawn_on(
         Hub::new().connect(),
         Config::distributed(),

@@ -2,10 +2,12 @@
 
 mod leader;
 mod peers;
+mod persist;
 mod receive;
 mod send;
 mod validate;
 
+pub use persist::Persist;
 pub use validate::Invalid;
 
 use std::collections::VecDeque;
@@ -13,7 +15,6 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::{Bundle, Request};
-use crate::store::Stored;
 use crate::wire::{Body, Envelope};
 use crate::{
     Config, ConfigError, DecodeError, Degradation, Event, Hlc, LeadershipLoss, Lease,
@@ -232,8 +233,16 @@ pub struct Replica<S, R = ()> {
     pending: Option<State<S>>,
     flush_at: Option<u64>,
     persist_dirty: bool,
+    /// What changed since the last persist (the join of everything merged).
+    persist_delta: Option<State<S>>,
     /// The last persist failed to encode (reported once until one succeeds).
     persist_failing: bool,
+    /// The size of the store's base record, and of the deltas appended after it.
+    store_base: usize,
+    store_appended: usize,
+    /// The next persist rewrites the store: a record was dropped, an old schema read,
+    /// or a persist failed.
+    compact_next: bool,
     store_blocked: bool,
     digest: Option<u64>,
     peers: Peers,
@@ -244,7 +253,7 @@ pub struct Replica<S, R = ()> {
     last_now: Option<Now>,
     expected_by: Option<u64>,
     transmit: VecDeque<Vec<u8>>,
-    persist: Option<Vec<u8>>,
+    persist: Option<Persist>,
     events: VecDeque<Event<R>>,
     queued_requests: VecDeque<R>,
     stats: Stats,
@@ -295,7 +304,11 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             pending: None,
             flush_at: None,
             persist_dirty: false,
+            persist_delta: None,
             persist_failing: false,
+            store_base: 0,
+            store_appended: 0,
+            compact_next: false,
             store_blocked: false,
             digest: None,
             peers: Peers::default(),
@@ -321,35 +334,58 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         self
     }
 
-    /// Restores the state last persisted (the bytes of [`Replica::poll_persist`]),
-    /// merging it into the current state. A store is not bound by
-    /// [`Config::max_message_bytes`].
+    /// Restores the state persisted so far (every [`Persist`] of
+    /// [`Replica::poll_persist`], applied in order: the store's log), merging it into
+    /// the current state. A store is not bound by [`Config::max_message_bytes`].
+    ///
+    /// A last record cut short (the process died while appending it) is dropped with a
+    /// [`Degradation::StoreRecordDropped`] event, and the next persist rewrites the
+    /// store without it.
     ///
     /// # Errors
     ///
-    /// The bytes fail their integrity check, are of a newer schema, are malformed, or
-    /// hold a version or term out of range. Then nothing is applied, a
-    /// [`Degradation::StoreUnreadable`] event is queued, and this replica never
-    /// persists over the unreadable bytes.
+    /// A record fails its integrity check (other than a last one cut short), is of a
+    /// newer schema, is malformed, or holds a version or term out of range. Then
+    /// nothing is applied, a [`Degradation::StoreUnreadable`] event is queued, and this
+    /// replica never persists over the unreadable bytes.
     pub fn restore(&mut self, now: Now, bytes: &[u8]) -> Result<(), DecodeError> {
-        let decoded = self
-            .config
-            .store_codec
-            .decode_store::<Stored<State<S>>>(bytes, |s| s.schema)
-            .and_then(|stored| {
-                let top = stored_terms(&stored.state).map_err(|detail| DecodeError::Malformed {
-                    codec: self.config.store_codec,
-                    detail,
-                })?;
-                Ok((stored, top))
-            });
-        match decoded {
-            Ok((stored, top_term)) => {
-                self.hlc.restore(stored.updated_at);
+        let codec = self.config.store_codec;
+        let loaded = persist::load::<State<S>>(codec, bytes).and_then(|loaded| {
+            let mut top = 0;
+            for stored in &loaded.states {
+                let term = stored_terms(&stored.state)
+                    .map_err(|detail| DecodeError::Malformed { codec, detail })?;
+                top = top.max(term);
+            }
+            Ok((loaded, top))
+        });
+        match loaded {
+            Ok((loaded, top_term)) => {
+                // What is merged here is in the store already: only what was pending
+                // before stays to be persisted.
+                let pending = self.persist_delta.take();
+                let dirty = self.persist_dirty;
                 if self.config.mode == SyncMode::Leader {
                     self.heard_term(top_term, now);
                 }
-                self.merge_state(&stored.state, self.me, now);
+                for stored in &loaded.states {
+                    self.hlc.restore(stored.updated_at);
+                    self.merge_state(&stored.state, self.me, now);
+                }
+                self.persist_delta = pending;
+                self.persist_dirty = dirty;
+                self.store_base = loaded.base_len;
+                self.store_appended = loaded.appended_len;
+                if loaded.torn {
+                    tracing::warn!(source = %self.me, "the store's last record was cut short; dropped");
+                    self.events.push_back(Event::Degraded {
+                        reason: Degradation::StoreRecordDropped,
+                    });
+                }
+                if loaded.torn || loaded.rewrite {
+                    self.compact_next = true;
+                    self.mark_dirty(now);
+                }
                 Ok(())
             }
             Err(e) => {
@@ -601,10 +637,11 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         self.transmit.pop_front()
     }
 
-    /// The bytes to persist, replacing whatever was persisted before (the whole state,
-    /// framed with its schema version and integrity check).
+    /// What to do with the store: append a delta, or compact onto the whole state (see
+    /// [`Persist`] and [`Store`](crate::Store)). Apply each in order; what was applied
+    /// is what [`Replica::restore`] reads back.
     #[must_use = "drain every output after each input"]
-    pub fn poll_persist(&mut self) -> Option<Vec<u8>> {
+    pub fn poll_persist(&mut self) -> Option<Persist> {
         self.persist.take()
     }
 

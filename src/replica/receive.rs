@@ -6,6 +6,9 @@ use crate::bundle::{Bundle, Request};
 use crate::wire::{Body, Envelope};
 use crate::{Event, Merge, Now, Rejection, SourceId, SyncMode};
 
+/// How many times a request is passed on from one former leader to the next.
+const MAX_REQUEST_HOPS: u8 = 2;
+
 impl<S: Bundle, R: Request> Replica<S, R> {
     pub(super) fn receive(&mut self, env: Envelope<State<S>, R>, now: Now) {
         let from = env.sender;
@@ -80,7 +83,9 @@ impl<S: Bundle, R: Request> Replica<S, R> {
                 self.merge_state(&state, from, now);
             }
             Body::SyncRequest { to } => self.sync_requested(from, to, now),
-            Body::Request { to, request } => self.request_received(from, to, request, now),
+            Body::Request { to, hops, request } => {
+                self.request_received(from, to, hops, request, now);
+            }
             Body::Heartbeat { dseq, digest } => {
                 let ours = self.digest();
                 self.peers.heartbeat(from, dseq, digest, ours, now.mono_ms);
@@ -139,6 +144,12 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         }
         self.stats.merges += 1;
         self.digest = None;
+        match &mut self.persist_delta {
+            Some(pending) => {
+                let _ = pending.merge(other);
+            }
+            None => self.persist_delta = Some(other.clone()),
+        }
         self.mark_dirty(now);
         if app.changed() {
             self.events.push_back(Event::Changed {
@@ -206,6 +217,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         &mut self,
         from: SourceId,
         to: Option<SourceId>,
+        hops: u8,
         request: R,
         now: Now,
     ) {
@@ -215,10 +227,15 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         if self.leading.is_some() && to.is_none_or(|t| t == self.me) {
             self.events.push_back(Event::Request { from, request });
         } else if to == Some(self.me) {
-            // Addressed to a former leader: pass it on.
+            // Addressed to a former leader: pass it on, a bounded number of times (two
+            // replicas that each believe the other leads would otherwise bounce it
+            // between them for as long as their views disagree). Past the bound it
+            // waits here until a leader is announced.
             match self.other_leader() {
-                Some(leader) => self.send_request(leader, &request, now),
-                None => self.queue_request(request),
+                Some(leader) if hops < MAX_REQUEST_HOPS => {
+                    self.pass_request(leader, hops + 1, &request, now);
+                }
+                _ => self.queue_request(request),
             }
         }
     }

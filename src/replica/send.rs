@@ -1,10 +1,11 @@
 //! Sending: flushing coalesced deltas, persisting, encoding envelopes.
 
+use super::persist::{self, Stored, COMPACT_FACTOR};
 use super::validate::MAX_PARTS;
 use super::{Replica, State};
 use crate::bundle::{Bundle, Request};
-use crate::store::Stored;
 use crate::wire::{Body, Envelope, SCHEMA_VERSION};
+use crate::Persist;
 use crate::{DecodeError, Degradation, Event, Merge, Now, SourceId};
 
 /// How many requests wait for a leader at most; beyond, the oldest are dropped
@@ -58,25 +59,57 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         }
         if self.persist_dirty && !self.store_blocked {
             self.persist_dirty = false;
-            let stored = Stored {
-                schema: SCHEMA_VERSION,
-                updated_at: self.hlc.last_ms(),
-                source: self.me,
-                state: &self.state,
-            };
-            match self.config.store_codec.encode_framed(&stored) {
-                Ok(bytes) => {
-                    self.persist = Some(bytes);
-                    self.persist_failing = false;
-                }
-                Err(e) => {
-                    tracing::warn!(source = %self.me, error = %e, "state not persisted");
-                    if !self.persist_failing {
-                        self.persist_failing = true;
-                        self.events.push_back(Event::Degraded {
-                            reason: Degradation::PersistFailed(e),
-                        });
-                    }
+            self.persist_changes();
+        }
+    }
+
+    /// Hands the store what changed since the last persist: a delta to append, or,
+    /// once the appended deltas outgrow the base (or the log needs rewriting), the
+    /// whole state to compact onto.
+    fn persist_changes(&mut self) {
+        let delta = self.persist_delta.take();
+        let compact = self.compact_next
+            || self.store_base == 0
+            || self.store_appended > COMPACT_FACTOR.saturating_mul(self.store_base);
+        let state = match (&delta, compact) {
+            (_, true) => &self.state,
+            (Some(delta), false) => delta,
+            (None, false) => return,
+        };
+        let stored = Stored {
+            schema: SCHEMA_VERSION,
+            updated_at: self.hlc.last_ms(),
+            source: self.me,
+            state,
+        };
+        let codec = self.config.store_codec;
+        match codec.encode_framed(&stored) {
+            Ok(framed) => {
+                let bytes = persist::record(codec, framed);
+                let next = if compact {
+                    self.store_base = bytes.len();
+                    self.store_appended = 0;
+                    self.compact_next = false;
+                    Persist::Compact(bytes)
+                } else {
+                    self.store_appended = self.store_appended.saturating_add(bytes.len());
+                    Persist::Append(bytes)
+                };
+                self.persist = Some(match self.persist.take() {
+                    Some(earlier) => earlier.then(next),
+                    None => next,
+                });
+                self.persist_failing = false;
+            }
+            Err(e) => {
+                // What was not written goes with the whole state, once it encodes.
+                self.compact_next = true;
+                tracing::warn!(source = %self.me, error = %e, "state not persisted");
+                if !self.persist_failing {
+                    self.persist_failing = true;
+                    self.events.push_back(Event::Degraded {
+                        reason: Degradation::PersistFailed(e),
+                    });
                 }
             }
         }
@@ -141,8 +174,14 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     }
 
     pub(super) fn send_request(&mut self, leader: SourceId, request: &R, now: Now) {
+        self.pass_request(leader, 0, request, now);
+    }
+
+    /// Sends a request on to `leader`, passed on `hops` times already.
+    pub(super) fn pass_request(&mut self, leader: SourceId, hops: u8, request: &R, now: Now) {
         let body = Body::Request {
             to: Some(leader),
+            hops,
             request,
         };
         self.send(body, now);

@@ -20,7 +20,7 @@ pub struct Bench {
     pub config: Config,
     pub replicas: Vec<Replica<Session, Req>>,
     pub events: Vec<Vec<Event<Req>>>,
-    /// The bytes each replica last persisted.
+    /// Each replica's store: the log of what it persisted.
     pub stores: Vec<Option<Vec<u8>>>,
     /// Replicas that are down (crashed): no timers, no deliveries.
     pub down: Vec<bool>,
@@ -78,8 +78,8 @@ impl Bench {
         while let Some(e) = self.replicas[i].poll_event() {
             self.events[i].push(e);
         }
-        if let Some(bytes) = self.replicas[i].poll_persist() {
-            self.stores[i] = Some(bytes);
+        if let Some(persist) = self.replicas[i].poll_persist() {
+            persist.apply_to(self.stores[i].get_or_insert_with(Vec::new));
         }
     }
 

@@ -50,6 +50,7 @@ pub enum Body<S, R> {
     },
     Request {
         to: Option<SourceId>,
+        hops: u8,
         request: R,
     },
     Heartbeat {

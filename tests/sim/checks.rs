@@ -3,15 +3,18 @@
 //! holders, and, in the converged state, fencing, durability, convergence that encodes,
 //! and peers that are still heard.
 
-use replisync::{DecodeError, Merge, SourceId, Stamp, SyncMode, Writer};
+use replisync::{DecodeError, Merge, Persist, SourceId, Stamp, SyncMode, Writer};
 
 use super::oracle::{self, registers, stamps, Reg};
 use super::{wire, Check, Departure, Replica, Req, Session, World, PROBE_KEY};
 
 impl World {
-    /// Node `i` persisted `bytes`: they must restore, in a fresh replica, to the state
-    /// they were taken from. What they hold is now durable.
-    pub(super) fn persisted(&mut self, i: usize, bytes: Vec<u8>) -> Check {
+    /// Node `i` asked its store for `persist`: the store's log, with it applied, must
+    /// restore in a fresh replica to the state it was taken from. What it holds is now
+    /// durable.
+    pub(super) fn persisted(&mut self, i: usize, persist: Persist) -> Check {
+        let mut bytes = self.nodes[i].store.clone().unwrap_or_default();
+        persist.apply_to(&mut bytes);
         let now = self.now(i);
         let mut fresh = self.fresh_replica(i);
         let restored = fresh.restore(now, &bytes);

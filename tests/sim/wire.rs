@@ -81,6 +81,7 @@ pub enum Body {
     },
     Request {
         to: Option<SourceId>,
+        hops: u8,
         request: Req,
     },
     Heartbeat {
@@ -133,7 +134,11 @@ impl From<LegacyBody> for Body {
                 parts: 1,
                 state,
             },
-            LegacyBody::Request { to, request } => Body::Request { to, request },
+            LegacyBody::Request { to, request } => Body::Request {
+                to,
+                hops: 0,
+                request,
+            },
             LegacyBody::Heartbeat { dseq, digest } => Body::Heartbeat { dseq, digest },
             LegacyBody::Goodbye => Body::Goodbye,
         }
@@ -149,7 +154,7 @@ impl From<Body> for LegacyBody {
             Body::FullSync {
                 to, dseq, state, ..
             } => LegacyBody::FullSync { to, dseq, state },
-            Body::Request { to, request } => LegacyBody::Request { to, request },
+            Body::Request { to, request, .. } => LegacyBody::Request { to, request },
             Body::Heartbeat { dseq, digest } => LegacyBody::Heartbeat { dseq, digest },
             Body::Goodbye => LegacyBody::Goodbye,
         }
