@@ -14,6 +14,76 @@
 //! say); its term is a fencing token, and [`LeaseWatch`] measures expiry on the local
 //! monotonic clock only.
 //!
+//! ## The replica: a sans-IO state machine
+//!
+//! A [`Replica`] has no threads, sockets, clocks or randomness inside (the shape of
+//! quinn-proto and str0m). Its methods are of four kinds:
+//!
+//! - **inputs**, each with the current [`Now`] first:
+//!   [`handle_message`](Replica::handle_message) (bytes from the transport),
+//!   [`handle_timeout`](Replica::handle_timeout) (its deadline came),
+//!   [`handle_lifecycle`](Replica::handle_lifecycle) (hidden, resumed, leaving),
+//!   [`write`](Replica::write) and [`request`](Replica::request) (the application), and
+//!   [`restore`](Replica::restore) once before the first input;
+//! - **outputs**, drained after every input:
+//!   [`poll_transmit`](Replica::poll_transmit) (bytes to broadcast),
+//!   [`poll_persist`](Replica::poll_persist) (a [`Persist`] for the [`Store`]),
+//!   [`poll_event`](Replica::poll_event) (an [`Event`] for the application), and
+//!   [`poll_timeout`](Replica::poll_timeout) (when to call `handle_timeout` next);
+//! - **getters**: [`state`](Replica::state), [`is_leader`](Replica::is_leader),
+//!   [`leader`](Replica::leader), [`lease`](Replica::lease), [`stats`](Replica::stats);
+//! - **setup**: [`Replica::new`], [`Replica::with_authority`].
+//!
+//! A complete loop over two replicas, with the network, the store and the clock done
+//! by hand (a driver does this for you: [`Driver`] on a native thread over any
+//! [`Transport`]):
+//!
+//! ```
+//! use replisync::{Config, Event, Lww, Merge, Now, Replica, SourceId, Store, MemoryStore};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Merge)]
+//! struct Doc { title: Lww<String> }
+//!
+//! let mut replicas: Vec<Replica<Doc>> = (1..=2)
+//!     .map(|n| Replica::new(Config::distributed(), SourceId::from_u128(n)).unwrap())
+//!     .collect();
+//! let mut stores = vec![MemoryStore::new(), MemoryStore::new()];
+//! let mut changed = [0, 0];
+//! let mut now = Now::new(1_700_000_000_000, 0);
+//!
+//! replicas[0].write(now, |s, d, w| d.title = s.title.write("hello".into(), w)).unwrap();
+//! for _ in 0..100 {
+//!     // Drain every replica's outputs: broadcast, persist, report.
+//!     for i in 0..2 {
+//!         while let Some(bytes) = replicas[i].poll_transmit() {
+//!             replicas[1 - i].handle_message(now, &bytes);
+//!         }
+//!         while let Some(persist) = replicas[i].poll_persist() {
+//!             stores[i].persist(&persist).unwrap();
+//!         }
+//!         while let Some(event) = replicas[i].poll_event() {
+//!             changed[i] += matches!(event, Event::Changed { .. }) as usize;
+//!         }
+//!     }
+//!     // Time passes to the earliest deadline; each replica due handles its timeout.
+//!     let next = replicas.iter().filter_map(|r| r.poll_timeout()).min().unwrap();
+//!     now = now.after(next.saturating_sub(now.mono_ms).max(1));
+//!     for r in &mut replicas {
+//!         if r.poll_timeout().is_some_and(|t| t <= now.mono_ms) {
+//!             r.handle_timeout(now);
+//!         }
+//!     }
+//! }
+//! assert_eq!(replicas[1].state().title.get().map(String::as_str), Some("hello"));
+//! assert!(changed[1] > 0);
+//!
+//! // A restart reads its store back.
+//! let mut again: Replica<Doc> = Replica::new(Config::distributed(), SourceId::from_u128(2)).unwrap();
+//! again.restore(now, &stores[1].load().unwrap().unwrap()).unwrap();
+//! assert_eq!(again.state(), replicas[1].state());
+//! ```
+//!
 //! ## The pieces, in the order a newcomer meets them
 //!
 //! 1. [`SourceId`]: who a replica is.
@@ -23,6 +93,8 @@
 //! 4. [`Lww`] and [`LwwMap`] hold values; their writes return deltas.
 //! 5. `#[derive(Merge)]` makes the application's struct of registers a [`Merge`] type.
 //! 6. [`Lease`], [`LeaseConfig`] and [`LeaseWatch`] for leader mode.
+//! 7. [`Replica`], [`Config`] and [`Event`]; [`Store`] and [`Persist`]; [`Transport`],
+//!    [`Hub`] and [`Driver`].
 //!
 //! ```
 //! use replisync::{Hlc, Lww, LwwMap, Merge, SourceId};
