@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::network::{group_of, Faults, FaultsError, NetworkStats, NodeId, SimNetwork};
-use crate::transport::Transport;
+use crate::Transport;
 
 /// An in-process broadcast group: every [`HubLink`] it hands out reaches every other.
 ///
@@ -18,11 +18,11 @@ use crate::transport::Transport;
 /// was made), so messages are dropped, duplicated, delayed and reordered as the
 /// [`Faults`] say, from a seed. Both kinds can be partitioned and healed while running.
 ///
-/// Delayed messages need something to release them when they come due: on native
-/// targets, a hub whose faults delay or reorder runs one timer thread, which stops once
-/// the hub and all its links are dropped. (If the thread cannot be spawned, due messages
-/// go out at the next broadcast or [`flush`](Hub::flush).) On `wasm32` there is no
-/// timer and the hub's clock stands still: held-back messages wait for `flush`.
+/// Delayed messages need something to release them when they come due: a hub whose
+/// faults delay or reorder runs one timer thread, which stops once the hub and all its
+/// links are dropped. (If the thread cannot be spawned, due messages go out at the next
+/// broadcast or [`flush`](Hub::flush).) The hub is native only: in a browser, tabs
+/// reach each other through a BroadcastChannel.
 ///
 /// Clones of a `Hub` are handles to the same group.
 ///
@@ -114,7 +114,6 @@ struct Simulated {
     net: SimNetwork,
     links: BTreeMap<NodeId, Sender<Vec<u8>>>,
     clock: HubClock,
-    #[cfg(not(target_arch = "wasm32"))]
     timer: Option<timer::Timer>,
 }
 
@@ -138,27 +137,18 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Milliseconds since the hub was made: the `now_ms` its [`SimNetwork`] runs on.
 #[derive(Debug)]
 struct HubClock {
-    #[cfg(not(target_arch = "wasm32"))]
     start: std::time::Instant,
 }
 
 impl HubClock {
     fn start() -> Self {
         HubClock {
-            #[cfg(not(target_arch = "wasm32"))]
             start: std::time::Instant::now(),
         }
     }
 
-    #[cfg(not(target_arch = "wasm32"))]
     fn now_ms(&self) -> u64 {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// No clock in the core on wasm: time stands still and `flush` releases delays.
-    #[cfg(target_arch = "wasm32")]
-    fn now_ms(&self) -> u64 {
-        0
     }
 }
 
@@ -194,11 +184,9 @@ impl Hub {
                 net,
                 links: BTreeMap::new(),
                 clock: HubClock::start(),
-                #[cfg(not(target_arch = "wasm32"))]
                 timer: None,
             }))),
         };
-        #[cfg(not(target_arch = "wasm32"))]
         if faults.delay_ms.1 > 0 || faults.reorder > 0.0 {
             timer::start(&hub.shared);
         }
@@ -311,7 +299,6 @@ impl Transport for HubLink {
                 let now_ms = sim.clock.now_ms();
                 sim.net.send(self.id, bytes, now_ms);
                 sim.release_due(now_ms);
-                #[cfg(not(target_arch = "wasm32"))]
                 timer::nudge(&mut sim);
             }
         }
@@ -345,7 +332,6 @@ impl Drop for HubLink {
 /// It holds only a `Weak` handle to the hub between rounds, so it never keeps the hub
 /// alive; it sleeps until the next due time or until a broadcast schedules something
 /// earlier, and it ends when the hub is gone (its wake channel then disconnects).
-#[cfg(not(target_arch = "wasm32"))]
 mod timer {
     use std::sync::{Arc, Weak};
     use std::time::Duration;
@@ -440,7 +426,6 @@ mod tests {
         link.incoming().try_iter().collect()
     }
 
-    #[cfg(not(target_arch = "wasm32"))]
     fn timer_alive(hub: &Hub) -> Option<Receiver<()>> {
         match &*hub.shared {
             Shared::Simulated(sim) => lock(sim).timer.as_ref().map(|t| t.alive.clone()),
@@ -540,7 +525,6 @@ mod tests {
         assert_eq!(received(&b), vec![b"1".to_vec(), b"2".to_vec()]);
     }
 
-    #[cfg(not(target_arch = "wasm32"))]
     #[test]
     fn the_timer_releases_delayed_messages_in_order() {
         let hub = Hub::with_faults(5, faults(0.0, 0.0, (5, 5), 0.0)).unwrap();
@@ -564,7 +548,6 @@ mod tests {
         assert_eq!(b.incoming().recv_timeout(PATIENCE), Ok(b"healed".to_vec()));
     }
 
-    #[cfg(not(target_arch = "wasm32"))]
     #[test]
     fn the_timer_runs_only_with_delays_and_stops_with_the_hub() {
         assert!(timer_alive(&Hub::new()).is_none());

@@ -84,6 +84,30 @@
 //! assert_eq!(again.state(), replicas[1].state());
 //! ```
 //!
+//! ## What every transport guarantees
+//!
+//! A transport only moves opaque bytes between the replicas of a group; a store only
+//! keeps them. Whatever the medium (in-process channels, files, a BroadcastChannel, a
+//! multi-host engine) and whatever drives the replica (the native [`Driver`] through the
+//! [`Transport`] trait, or browser callbacks calling the replica directly), a transport:
+//!
+//! - **must** deliver whole messages: each message that arrives is exactly the bytes of
+//!   one broadcast by another member, never split, joined or cut (a damaged message is
+//!   rejected by its integrity check, and counts as lost);
+//! - **must not** hand a member its own broadcasts;
+//! - **must** eventually deliver while connected: a member that stays connected gets
+//!   most of what the others send (any message that arrives is enough to bring it up
+//!   to date; loss only delays convergence);
+//! - **must** make closing a disconnect the driver can see (the native contract: the
+//!   incoming channel disconnects);
+//! - **need not** guarantee delivery, order, uniqueness, timeliness or a membership
+//!   view: the replica tolerates loss, reordering, duplication and delay, and learns its
+//!   peers from the messages themselves; nor authentication or encryption (do that in
+//!   the medium if it is not trusted);
+//! - **should** not block for long when sending (queue or drop rather than wait on a
+//!   slow peer), and keep errors for what the application should hear about (closed,
+//!   message too large), not for a message dropped on purpose.
+//!
 //! ## The pieces, in the order a newcomer meets them
 //!
 //! 1. [`SourceId`]: who a replica is.
@@ -175,15 +199,16 @@ pub use store::{MemoryStore, Store};
 pub use wire::{Codec, DecodeError, SCHEMA_VERSION};
 pub use writer::{StampError, Writer};
 
-mod hub;
 mod network;
 mod rng;
-mod transport;
 
-pub use hub::{Hub, HubLink};
 pub use network::{Delivery, Faults, FaultsError, NetworkStats, NodeId, SimNetwork};
-pub use transport::Transport;
+
 #[cfg(not(target_arch = "wasm32"))]
 mod driver;
 #[cfg(not(target_arch = "wasm32"))]
-pub use driver::{Driver, DriverError, Handle};
+mod hub;
+#[cfg(not(target_arch = "wasm32"))]
+pub use driver::{Driver, DriverError, Handle, Transport};
+#[cfg(not(target_arch = "wasm32"))]
+pub use hub::{Hub, HubLink};

@@ -14,18 +14,18 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::bundle::{Bundle, Request};
-use crate::{
-    Clock, Degradation, Event, Lifecycle, Replica, Store, SystemClock, Transport, WriteError,
-};
+use crate::{Clock, Degradation, Event, Lifecycle, Replica, Store, SystemClock, WriteError};
 
 mod handle;
 mod store;
 #[cfg(test)]
 mod tests;
+mod transport;
 
 pub use handle::Handle;
 use handle::Inner;
 use store::DynStore;
+pub use transport::Transport;
 
 /// Why a call on a [`Handle`] failed.
 #[derive(Clone, Debug, PartialEq, Eq)]

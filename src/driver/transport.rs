@@ -1,4 +1,5 @@
-//! The transport trait: how a replica's messages reach the rest of its group.
+//! The native driver's transport: how a replica's messages reach the rest of its group
+//! when a driver thread runs it.
 
 /// Carries a replica's messages to the other members of its group, and theirs to it.
 ///
@@ -8,38 +9,15 @@
 /// replica emits, and selects on [`incoming`](Self::incoming) together with its
 /// timers.
 ///
-/// # What a transport must guarantee
+/// What a transport must and need not guarantee is the crate's contract for every
+/// transport, native or not: see [the crate docs](crate#what-every-transport-guarantees).
+/// Beyond it, for the native driver:
 ///
-/// - **Whole messages.** Each `Vec<u8>` that arrives on `incoming` is exactly the bytes
-///   of one `broadcast` call by another member: no splitting, joining or truncation.
-///   (A corrupted message is not a disaster: decoding rejects it and counts it. But it
-///   is lost.)
-/// - **Not back to the sender.** A member does not receive its own broadcasts.
-/// - **Eventually, while connected.** A member that stays connected receives most of
-///   what the others send. The replica's state merges as a join, so any message that
-///   does arrive is enough to bring a peer up to date; occasional loss only delays
-///   convergence.
-/// - **Closing is a disconnect.** When the transport closes (it was shut down, or the
-///   medium went away for good), the channel returned by `incoming` disconnects: every
-///   sender of it is dropped. The driver stops when it sees that.
-///
-/// # What a transport need not guarantee
-///
-/// Delivery (messages may be lost), order (they may arrive in any order), uniqueness
-/// (they may arrive more than once), timeliness (they may be late), or a membership
-/// view: the replica tolerates all of these, and learns who its peers are from the
-/// messages themselves. Nor does it need to authenticate or encrypt: do that in the
-/// medium if the medium is not trusted.
-///
-/// # Good manners
-///
-/// - `broadcast` should not block for long: the replica's timers wait while it runs.
-///   Queue the message, or drop it, rather than wait on a slow peer.
 /// - `incoming` may be called more than once; each call returns a handle to the same
-///   channel (a clone of one [`Receiver`](crossbeam_channel::Receiver)), never a new one.
-/// - An error from `broadcast` means that message was not sent. Keep errors for
-///   conditions the application should hear about (closed, message too large), not
-///   for a message dropped on purpose.
+///   channel (a clone of one [`Receiver`](crossbeam_channel::Receiver)), never a new one;
+/// - closing the transport disconnects that channel (every sender of it is dropped):
+///   the driver stops when it sees that;
+/// - an error from `broadcast` means that message was not sent.
 ///
 /// # Example: a loopback pair
 ///
