@@ -5,13 +5,11 @@
 //!
 //! Run with `cargo bench --bench failover`.
 
-#[path = "../tests/sim/mod.rs"]
-mod sim;
-
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use replisync::{Faults, SyncMode};
+use replisync_testkit::sim;
 
 #[derive(Clone, Copy)]
 enum Exit {

@@ -5,7 +5,6 @@
 //! Randomised parts print their seed; replay with `PROPTEST_SEED=<seed>`.
 
 mod common;
-mod mirror;
 
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
@@ -13,6 +12,7 @@ use replisync::{
     Codec, Config, DecodeError, Degradation, Event, Lww, LwwMap, Merge, Now, Rejection, Replica,
     SourceId,
 };
+use replisync_testkit::mirror;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Merge)]

@@ -2,18 +2,15 @@
 //! ordinary faults or one bad message), written from its scenario: what a user relies
 //! on, checked exactly.
 
-mod bench;
-mod mirror;
-mod sim;
-
-use bench::Bench;
 use replisync::{
     Codec, Config, DecodeError, Degradation, Event, Invalid, LeadershipLoss, Lifecycle, Lww,
     LwwMap, Merge, Now, Rejection, Replica, SourceId, Stamp, StampError, SyncMode, WriteError,
     MAX_TERM, MAX_VERSION, TERM_SHIFT,
 };
+use replisync_testkit::bench::{self, Bench};
+use replisync_testkit::mirror;
+use replisync_testkit::sim::{sim_config, Req, Session};
 use serde::{Deserialize, Serialize};
-use sim::{sim_config, Req, Session};
 
 type Env = mirror::Envelope<Session, Req>;
 

@@ -1,19 +1,16 @@
 //! Scripted scenarios: one test per row of DESIGN.md §3's table, in each mode the row
-//! applies to, run in the deterministic simulated world (tests/sim) with no network
+//! applies to, run in the deterministic simulated world (the testkit's `sim`) with no network
 //! faults, so that each asserts the exact behaviour an application relies on.
 //!
 //! Time is simulated only: "at once" means "at the same simulated millisecond", which a
 //! calm network (no delay) makes exact. Each scenario runs on a few seeds (they draw the
 //! replicas' clock offsets and drifts); a failure names its seed.
 
-mod bench;
-mod sim;
-
-use bench::Bench;
 use replisync::{
     Codec, Event, LeadershipLoss, LeaseConfig, Lifecycle, Replica, SourceId, SyncMode, WriteError,
 };
-use sim::{sim_config, Logged, Options, Req, Session, World};
+use replisync_testkit::bench::Bench;
+use replisync_testkit::sim::{sim_config, Logged, Options, Req, Session, World};
 
 /// The seeds each scenario runs on.
 const SEEDS: [u64; 4] = [1, 2, 3, 4];

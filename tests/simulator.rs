@@ -1,4 +1,4 @@
-//! The swarm simulator over many seeds (see `tests/sim/mod.rs` for the world).
+//! The swarm simulator over many seeds (see `testkit/src/sim` for the world).
 //!
 //! - `SIM_SEEDS` sets how many seeds to run (default 5,000), `SIM_SEED_START` the
 //!   first (default 0), `SIM_THREADS` the worker threads (default: the machine's cores).
@@ -10,7 +10,7 @@
 //!   runs), so an overflow there wraps silently and only the oracles can catch its
 //!   effects. The run prints which of the two it is.
 
-mod sim;
+use replisync_testkit::sim;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

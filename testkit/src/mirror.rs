@@ -4,8 +4,6 @@
 //! (extreme field values under a valid check) and to check that what the library sends
 //! is what the docs say.
 
-#![allow(dead_code)]
-
 use replisync::{Codec, Lease, SourceId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};

@@ -74,7 +74,7 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn draw(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -83,7 +83,7 @@ impl Rng {
     }
     /// Uniform in `0..n` (n > 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.draw() % n.max(1)
     }
     /// Uniform in `lo..=hi`.
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
@@ -91,7 +91,7 @@ impl Rng {
     }
     /// True with probability `p`.
     pub fn chance(&mut self, p: f64) -> bool {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 * 1.0 < p
+        (self.draw() >> 11) as f64 / (1u64 << 53) as f64 * 1.0 < p
     }
     /// One of `items`, uniformly.
     pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
@@ -397,7 +397,7 @@ fn hash_in(trace: &mut u64, bytes: &[u8]) {
 impl World {
     pub fn new(opts: Options) -> Self {
         let mut rng = Rng::new(opts.seed);
-        let mut net = SimNetwork::new(rng.next());
+        let mut net = SimNetwork::new(rng.draw());
         net.set_faults(opts.faults).expect("valid faults");
         let authority_clock = ManualClock::new(EPOCH, 0);
         let authority = opts

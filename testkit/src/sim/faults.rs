@@ -68,7 +68,7 @@ impl World {
         } else if pick(o.garbage_rate) {
             if let Some(i) = self.random_node(Node::awake) {
                 let len = self.rng.range(0, 64) as usize;
-                let bytes: Vec<u8> = (0..len).map(|_| self.rng.next() as u8).collect();
+                let bytes: Vec<u8> = (0..len).map(|_| self.rng.draw() as u8).collect();
                 let now = self.now(i);
                 if let Some(r) = self.nodes[i].replica.as_mut() {
                     r.handle_message(now, &bytes);

@@ -3,8 +3,6 @@
 //! each wall clock has its own offset. A replica can be stopped (a crash: its last
 //! persisted bytes stay) and started again from its store.
 
-#![allow(dead_code)]
-
 use replisync::{
     Codec, Config, Event, Lifecycle, ManualClock, MutexAuthority, Now, Replica, SourceId, SyncMode,
     WriteError,

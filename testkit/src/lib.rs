@@ -1,0 +1,16 @@
+//! What replisync's tests, benchmarks and transport crates share (not published):
+//!
+//! - [`sim`]: the deterministic swarm simulator's world, its faults and its checks of
+//!   every invariant;
+//! - [`bench`]: replicas driven by hand, so that single messages can be held back,
+//!   altered or delivered late;
+//! - [`mirror`]: the wire and store formats as another peer writes them, to craft
+//!   messages the library would never send;
+//! - [`conformance`]: the suite every transport runs.
+
+#![forbid(unsafe_code)]
+
+pub mod bench;
+pub mod conformance;
+pub mod mirror;
+pub mod sim;
