@@ -309,9 +309,29 @@ impl World {
         self.kill_next_claim = staying >= 4 && self.rng.chance(0.5);
         self.killed_claimant_at = None;
         let mut killed = false;
+        // Followers time the lease from when they observe its last record, locally:
+        // under faults that record may reach a follower late (through a sync), and the
+        // bound counts from then. `observed` keeps, per node, its record and when it
+        // first held it.
+        let mut observed: Vec<Option<(replisync::Lease, u64)>> = vec![None; self.nodes.len()];
         let successor = loop {
             if let Some(s) = self.current_leader() {
                 break s;
+            }
+            if under_faults && !killed {
+                for (i, n) in self.nodes.iter().enumerate() {
+                    let record = n.replica.as_ref().and_then(|r| r.lease().copied());
+                    match (record, observed[i]) {
+                        (Some(l), Some((seen, _))) if seen == l => {}
+                        (Some(l), _) => observed[i] = Some((l, self.time)),
+                        (None, _) => observed[i] = None,
+                    }
+                }
+                let last_seen = observed.iter().flatten().map(|(_, at)| *at).max();
+                if let Some(at) = last_seen.filter(|at| *at > crashed_at) {
+                    deadline =
+                        deadline.max(at + lease.duration_ms + lease.renew_interval_ms + slack);
+                }
             }
             if let Some(at) = self.killed_claimant_at.take() {
                 killed = true;
