@@ -82,7 +82,28 @@ pub fn encode<T: Serialize>(codec: Codec, value: &T) -> Vec<u8> {
     bytes
 }
 
-/// Checks the integrity check and decodes.
+/// Checks the integrity check and decodes; `None` when either fails.
+pub fn try_decode<T: DeserializeOwned>(codec: Codec, bytes: &[u8]) -> Option<T> {
+    let split = match codec {
+        Codec::Json => bytes.len().checked_sub(9)?,
+        _ => bytes.len().checked_sub(4)?,
+    };
+    let (body, trailer) = bytes.split_at(split);
+    let crc = crc32fast::hash(body);
+    let valid = match codec {
+        Codec::Json => trailer == format!("\n{crc:08x}").as_bytes(),
+        _ => trailer == crc.to_le_bytes(),
+    };
+    if !valid {
+        return None;
+    }
+    match codec {
+        Codec::Json => serde_json::from_slice(body).ok(),
+        _ => postcard::from_bytes(body).ok(),
+    }
+}
+
+/// Checks the integrity check and decodes; panics when either fails.
 pub fn decode<T: DeserializeOwned>(codec: Codec, bytes: &[u8]) -> T {
     let (body, trailer) = match codec {
         Codec::Json => bytes.split_at(bytes.len() - 9),
