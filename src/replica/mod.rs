@@ -163,9 +163,8 @@ pub struct Stats {
 ///
 /// # Call order
 ///
-/// 1. [`Replica::new`] with a [`Config`], this replica's [`SourceId`] and the time.
-///    Optionally [`Replica::with_authority`], then [`Replica::restore`] with the bytes
-///    last persisted.
+/// 1. [`Replica::new`] with a [`Config`] and this replica's [`SourceId`]. Optionally
+///    [`Replica::with_authority`], then [`Replica::restore`] with the store's log.
 /// 2. Feed it inputs, each with the current [`Now`]:
 ///    [`handle_message`](Replica::handle_message) for bytes from the transport,
 ///    [`handle_timeout`](Replica::handle_timeout) when the deadline from
@@ -173,12 +172,13 @@ pub struct Stats {
 ///    [`request`](Replica::request) from the application, and
 ///    [`handle_lifecycle`](Replica::handle_lifecycle) for page and process signals.
 /// 3. After each input, drain the outputs: [`poll_transmit`](Replica::poll_transmit)
-///    (bytes to broadcast), [`poll_persist`](Replica::poll_persist) (bytes to store),
+///    (bytes to broadcast), [`poll_persist`](Replica::poll_persist) (a delta to append
+///    to the store, or the whole state to compact onto),
 ///    [`poll_event`](Replica::poll_event) (what the application should know), and read
 ///    [`poll_timeout`](Replica::poll_timeout) again.
 ///
-/// Drivers do this for you: the native driver on a thread, the wasm driver on browser
-/// callbacks.
+/// Drivers do this for you: the native driver on a thread; in a browser, the
+/// BroadcastChannel transport's callbacks (to come).
 ///
 /// # Modes
 ///
