@@ -144,11 +144,16 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         }
         self.stats.merges += 1;
         self.digest = None;
-        match &mut self.persist_delta {
-            Some(pending) => {
-                let _ = pending.merge(other);
+        // What changed, for the store's next delta: not kept when the next persist
+        // writes the whole state anyway (or never persists), so a large merge is not
+        // copied for nothing.
+        if !self.store_blocked && !self.compaction_due() {
+            match &mut self.persist_delta {
+                Some(pending) => {
+                    let _ = pending.merge(other);
+                }
+                None => self.persist_delta = Some(other.clone()),
             }
-            None => self.persist_delta = Some(other.clone()),
         }
         self.mark_dirty(now);
         if app.changed() {

@@ -68,9 +68,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     /// whole state to compact onto.
     fn persist_changes(&mut self) {
         let delta = self.persist_delta.take();
-        let compact = self.compact_next
-            || self.store_base == 0
-            || self.store_appended > COMPACT_FACTOR.saturating_mul(self.store_base);
+        let compact = self.compaction_due();
         let state = match (&delta, compact) {
             (_, true) => &self.state,
             (Some(delta), false) => delta,
@@ -113,6 +111,14 @@ impl<S: Bundle, R: Request> Replica<S, R> {
                 }
             }
         }
+    }
+
+    /// Whether the next persist writes the whole state: nothing is stored yet, the log
+    /// must be rewritten, or the appended deltas outgrew the base.
+    pub(super) fn compaction_due(&self) -> bool {
+        self.compact_next
+            || self.store_base == 0
+            || self.store_appended > COMPACT_FACTOR.saturating_mul(self.store_base)
     }
 
     /// `state` in pieces that each fit in one message with room for the envelope:
