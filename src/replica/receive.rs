@@ -199,6 +199,22 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         self.last_answer = Some(now.mono_ms);
         self.stats.syncs_sent += 1;
         let to = self.answer_to.take();
+        // One encoding in the common case: split only a state that does not fit whole.
+        let (seq, hlc) = self.next_header(now);
+        let whole = self.encode(
+            seq,
+            hlc,
+            Body::FullSync {
+                to,
+                dseq: self.dseq,
+                part: 0,
+                parts: 1,
+                state: &self.state,
+            },
+        );
+        if self.fits(&whole) {
+            return self.push_encoded(whole);
+        }
         let pieces = match self.fit(&self.state) {
             Ok(pieces) => pieces,
             Err(e) => return self.unsendable(e),

@@ -18,7 +18,7 @@ const MAX_QUEUED_REQUESTS: usize = 1_024;
 pub(super) const ENVELOPE_ROOM: usize = 512;
 
 /// A message's kind and its encoding.
-type Encoded = (&'static str, Result<Vec<u8>, DecodeError>);
+pub(super) type Encoded = (&'static str, Result<Vec<u8>, DecodeError>);
 
 impl<S: Bundle, R: Request> Replica<S, R> {
     pub(super) fn mark_dirty(&mut self, now: Now) {
@@ -43,23 +43,51 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     pub(super) fn flush(&mut self, now: Now) {
         self.flush_at = None;
         if let Some(delta) = self.pending.take() {
-            match self.fit(&delta) {
-                Ok(pieces) => {
-                    for piece in &pieces {
-                        self.dseq += 1;
-                        let body = Body::Delta {
-                            dseq: self.dseq,
-                            state: piece.as_ref().unwrap_or(&delta),
-                        };
-                        self.send(body, now);
-                    }
-                }
-                Err(e) => self.unsendable(e),
+            // One encoding in the common case: split only what does not fit whole.
+            let (seq, hlc) = self.next_header(now);
+            let dseq = self.dseq + 1;
+            let whole = self.encode(
+                seq,
+                hlc,
+                Body::Delta {
+                    dseq,
+                    state: &delta,
+                },
+            );
+            if self.fits(&whole) {
+                self.dseq = dseq;
+                self.push_encoded(whole);
+            } else {
+                self.send_delta_pieces(&delta, now);
             }
         }
         if self.persist_dirty && !self.store_blocked {
             self.persist_dirty = false;
             self.persist_changes();
+        }
+    }
+
+    /// Whether an encoded message is within the limit.
+    pub(super) fn fits(&self, (_, encoded): &Encoded) -> bool {
+        encoded
+            .as_ref()
+            .is_ok_and(|bytes| bytes.len() <= self.config.max_message_bytes)
+    }
+
+    /// A delta too large for one message, as several deltas.
+    fn send_delta_pieces(&mut self, delta: &State<S>, now: Now) {
+        match self.fit(delta) {
+            Ok(pieces) => {
+                for piece in &pieces {
+                    self.dseq += 1;
+                    let body = Body::Delta {
+                        dseq: self.dseq,
+                        state: piece.as_ref().unwrap_or(delta),
+                    };
+                    self.send(body, now);
+                }
+            }
+            Err(e) => self.unsendable(e),
         }
     }
 
