@@ -17,6 +17,15 @@ use crate::SourceId;
 /// [`Replica::handle_authority`](crate::Replica::handle_authority). Requests and
 /// answers may be delayed, lost or duplicated: the `ask` number ties an answer to its
 /// request, and the replica times a grant from when it asked.
+///
+/// What an adapter must guarantee:
+/// - each term is granted to one replica only, and terms only grow (a lock-like
+///   authority keeps the highest term granted beside the lock: in the lock file, in
+///   storage);
+/// - a timed grant is never given to another replica before it ran out, by the
+///   authority's clock, from when it was granted;
+/// - a grant that is gone is reported with [`AuthorityAnswer::Lost`] as soon as the
+///   adapter learns it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AuthorityRequest {
     /// Grant `term` to this replica alone, for `duration_ms` from now (a timed
