@@ -189,12 +189,16 @@ mod tests {
 
     #[test]
     fn each_invalid_value_is_named() {
-        let mut c = SessionConfig::default();
-        c.countdown_ms = 0;
+        let c = SessionConfig {
+            countdown_ms: 0,
+            ..SessionConfig::default()
+        };
         assert_eq!(c.validate(), Err(ConfigError::ZeroCountdown));
 
-        let mut c = SessionConfig::default();
-        c.warn_before_ms = MAX_DURATION_MS + 1;
+        let c = SessionConfig {
+            warn_before_ms: MAX_DURATION_MS + 1,
+            ..SessionConfig::default()
+        };
         assert_eq!(
             c.validate(),
             Err(ConfigError::TooLong {
@@ -208,10 +212,12 @@ mod tests {
             .to_string()
             .contains("warn_before_ms"));
 
-        let mut c = SessionConfig::default();
-        c.idle_grace_ms = 1_000;
-        c.countdown_ms = 2_000;
-        c.activity_reset_cooldown_ms = 3_000;
+        let mut c = SessionConfig {
+            idle_grace_ms: 1_000,
+            countdown_ms: 2_000,
+            activity_reset_cooldown_ms: 3_000,
+            ..SessionConfig::default()
+        };
         assert_eq!(
             c.validate(),
             Err(ConfigError::CooldownTooLong {
@@ -225,10 +231,14 @@ mod tests {
 
     #[test]
     fn edge_values_that_make_sense_are_accepted() {
-        let mut c = SessionConfig::default();
-        c.idle_grace_ms = 0; // the countdown starts at once
-        c.warn_before_ms = c.countdown_ms * 2; // straight into WARN
-        c.countdown_ms = MAX_DURATION_MS;
+        let mut c = SessionConfig {
+            idle_grace_ms: 0,                    // the countdown starts at once
+            warn_before_ms: 2 * MAX_DURATION_MS, // straight into WARN
+            countdown_ms: MAX_DURATION_MS,
+            ..SessionConfig::default()
+        };
+        assert!(c.validate().is_err(), "but no duration over a year");
+        c.warn_before_ms = MAX_DURATION_MS;
         assert_eq!(c.validate(), Ok(()));
         c.warn_before_ms = 0; // never warns
         assert_eq!(c.validate(), Ok(()));

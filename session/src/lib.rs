@@ -85,11 +85,14 @@ mod test_support {
     }
 
     pub fn config(idle_grace_ms: u64, countdown_ms: u64, warn_before_ms: u64) -> SessionConfig {
-        let mut c = SessionConfig::default();
-        c.idle_grace_ms = idle_grace_ms;
-        c.countdown_ms = countdown_ms;
-        c.warn_before_ms = warn_before_ms;
-        c.validated().unwrap()
+        SessionConfig {
+            idle_grace_ms,
+            countdown_ms,
+            warn_before_ms,
+            ..SessionConfig::default()
+        }
+        .validated()
+        .unwrap()
     }
 
     /// Applies `op` at `t` as one replica would: decide, write, merge.

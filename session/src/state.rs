@@ -502,8 +502,10 @@ mod tests {
     #[test]
     fn an_invalid_shared_config_counts_as_none() {
         let mut s = SessionState::default();
-        let mut bad = SessionConfig::default();
-        bad.countdown_ms = 0;
+        let bad = SessionConfig {
+            countdown_ms: 0,
+            ..SessionConfig::default()
+        };
         let mut hlc = replisync::Hlc::default();
         let mut w = hlc.writer(replisync::SourceId::from_u128(9), 1);
         let d = SessionState {
