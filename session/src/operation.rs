@@ -163,7 +163,7 @@ impl Operation {
                     phase: Phase::Expired,
                     countdown_end_at: Some(t),
                     paused: None,
-                    cause: Cause::Expire,
+                    cause: Some(Cause::Expire),
                     ..current
                 })
             }
@@ -178,7 +178,7 @@ impl Operation {
                 record(Record {
                     phase: view.phase,
                     paused: Some((t, remaining)),
-                    cause: Cause::Pause,
+                    cause: Some(Cause::Pause),
                     ..current
                 })
             }
@@ -200,7 +200,7 @@ impl Operation {
                     idle_start_at: Some(new_end.saturating_sub(end.saturating_sub(start))),
                     countdown_end_at: Some(new_end),
                     paused: None,
-                    cause: Cause::Resume,
+                    cause: Some(Cause::Resume),
                     ..current
                 })
             }
@@ -215,7 +215,7 @@ impl Operation {
                         Some(Record {
                             phase: Phase::of_remaining(new, end.saturating_sub(t)),
                             countdown_end_at: Some(end),
-                            cause: Cause::Config,
+                            cause: Some(Cause::Config),
                             ..current
                         })
                     }
@@ -365,7 +365,7 @@ mod tests {
         assert_eq!(v.phase, Phase::Idle);
         assert_eq!(v.idle_start_at, Some(at(2_000).wall_ms));
         assert_eq!(v.countdown_end_at, Some(at(6_000).wall_ms));
-        assert_eq!(s.cause(), Cause::Activity);
+        assert_eq!(s.cause(), Some(Cause::Activity));
     }
 
     #[test]

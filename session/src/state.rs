@@ -66,15 +66,10 @@ impl fmt::Display for Phase {
 
 /// What wrote the timer record last: lets every replica tell a reset by activity from
 /// one by extend, though it only sees the registers.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Cause {
-    /// Never written.
-    #[default]
-    None,
     /// [`Operation::Start`](crate::Operation::Start).
     Start,
     /// [`Operation::Stop`](crate::Operation::Stop).
@@ -168,7 +163,7 @@ pub(crate) struct Record {
     /// `(paused_at, paused_remaining_ms)`.
     pub paused: Option<(u64, u64)>,
     pub extends: u32,
-    pub cause: Cause,
+    pub cause: Option<Cause>,
 }
 
 impl Record {
@@ -180,7 +175,7 @@ impl Record {
             countdown_end_at: None,
             paused: None,
             extends: 0,
-            cause,
+            cause: Some(cause),
         }
     }
 
@@ -197,7 +192,7 @@ impl Record {
             ),
             paused: None,
             extends,
-            cause,
+            cause: Some(cause),
         }
     }
 }
@@ -241,9 +236,9 @@ impl SessionState {
         *self.phase.stamp()
     }
 
-    /// What wrote the timer record last.
-    pub fn cause(&self) -> Cause {
-        self.cause.get().copied().unwrap_or_default()
+    /// What wrote the timer record last (`None` before anything did).
+    pub fn cause(&self) -> Option<Cause> {
+        self.cause.get().copied()
     }
 
     pub(crate) fn record(&self) -> Record {
@@ -271,7 +266,7 @@ impl SessionState {
         delta.paused_remaining_ms =
             write_opt(&self.paused_remaining_ms, record.paused.map(|p| p.1), w);
         delta.extends = self.extends.write(record.extends, w);
-        delta.cause = self.cause.write(record.cause, w);
+        delta.cause = write_opt(&self.cause, record.cause, w);
     }
 
     pub(crate) fn write_config(&self, config: SessionConfig, delta: &mut Self, w: &mut Writer<'_>) {
@@ -388,7 +383,7 @@ impl SessionState {
         let phase = self.transition_due(now)?;
         let record = Record {
             phase,
-            cause: Cause::Timer,
+            cause: Some(Cause::Timer),
             ..self.record()
         };
         self.write_record(&record, delta, w);
@@ -478,7 +473,7 @@ mod tests {
         );
         let _ = s.merge(&d);
         assert_eq!(s.recorded_phase(), Phase::Warn);
-        assert_eq!(s.cause(), Cause::Timer);
+        assert_eq!(s.cause(), Some(Cause::Timer));
         assert_eq!(
             s.view(at(3_500)).countdown_end_at,
             end,

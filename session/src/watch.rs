@@ -205,14 +205,14 @@ impl SessionWatch {
             }
         } else if now_look.record != last.record {
             match state.cause() {
-                Cause::Start => events.push(SessionEvent::Started {
+                Some(Cause::Start) => events.push(SessionEvent::Started {
                     countdown_end_at: end,
                 }),
-                Cause::Activity => events.push(SessionEvent::Reset {
+                Some(Cause::Activity) => events.push(SessionEvent::Reset {
                     cause: ResetCause::Activity,
                     countdown_end_at: end,
                 }),
-                Cause::Extend => {
+                Some(Cause::Extend) => {
                     events.push(SessionEvent::Extended {
                         count: view.extends,
                     });
@@ -221,10 +221,10 @@ impl SessionWatch {
                         countdown_end_at: end,
                     });
                 }
-                Cause::Pause if view.paused => events.push(SessionEvent::Paused {
+                Some(Cause::Pause) if view.paused => events.push(SessionEvent::Paused {
                     remaining_ms: view.remaining_ms.unwrap_or(0),
                 }),
-                Cause::Resume => events.push(SessionEvent::Resumed {
+                Some(Cause::Resume) => events.push(SessionEvent::Resumed {
                     countdown_end_at: end,
                 }),
                 _ => {}

@@ -284,7 +284,7 @@ fn the_leader_records_each_transition_and_every_replica_reports_it_at_the_deadli
         );
         let state = g.sessions[i].state();
         assert_eq!(state.recorded_phase(), Phase::Expired);
-        assert_eq!(state.cause(), Cause::Timer);
+        assert_eq!(state.cause(), Some(Cause::Timer));
         assert_eq!(
             g.end_at(i),
             Some(g.wall(5_000)),
@@ -489,7 +489,7 @@ fn distributed_concurrent_activity_and_extend_converge_on_the_later_write() {
     assert_eq!(g.sessions[0].state(), g.sessions[1].state());
     let v = g.sessions[1].view(g.now());
     assert_eq!((v.extends, v.idle_start_at), (0, Some(g.wall(1_005))));
-    assert_eq!(g.sessions[0].state().cause(), Cause::Activity);
+    assert_eq!(g.sessions[0].state().cause(), Some(Cause::Activity));
 
     // The other way round: the extend wins, counted once.
     concurrently(&mut g, (0, Operation::Activity), (1, Operation::Extend));
