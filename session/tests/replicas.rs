@@ -253,6 +253,34 @@ fn an_operation_at_a_follower_reaches_every_replica_through_the_leader() {
         assert!(v.paused);
         assert_eq!(v.remaining_ms, Some(4_000));
     }
+    // Resume, extend and expire at the followers apply everywhere too.
+    g.run_to(60_000, &[]);
+    assert_eq!(g.op(other, Operation::Resume), Ok(Outcome::Forwarded));
+    for i in 0..3 {
+        assert_eq!(
+            g.end_at(i),
+            Some(g.wall(64_000)),
+            "4 s left after the pause"
+        );
+    }
+    g.run_to(61_000, &[]);
+    let follower = (leader + 1) % 3;
+    assert_eq!(g.op(follower, Operation::Extend), Ok(Outcome::Forwarded));
+    for i in 0..3 {
+        assert_eq!(g.end_at(i), Some(g.wall(65_000)));
+        assert!(g
+            .events_since(i, 61_000)
+            .iter()
+            .any(|(_, e)| *e == SessionEvent::Extended { count: 1 }));
+    }
+    assert_eq!(g.op(other, Operation::Expire), Ok(Outcome::Forwarded));
+    for i in 0..3 {
+        assert_eq!(g.sessions[i].view(g.now()).phase, Phase::Expired);
+        assert_eq!(
+            g.first(i, 61_000, |e| *e == SessionEvent::Expired),
+            Some(61_000)
+        );
+    }
 }
 
 #[test]
