@@ -55,11 +55,11 @@ struct Report {
 pub fn run(out: &mut dyn Write) -> Result<(), Error> {
     let began = Instant::now();
     let clock = SystemClock::new();
-    let start = clock.now();
+    let (report_tx, reports) = crossbeam_channel::unbounded();
     let mut story = Story {
         out,
-        reports: None,
-        start,
+        reports,
+        start: clock.now(),
     };
 
     let mut config = SessionConfig::default();
@@ -70,20 +70,13 @@ pub fn run(out: &mut dyn Write) -> Result<(), Error> {
     let config = config.validated()?;
 
     story.say(
-        "replisync: one session idle-timeout service, three replicas, one shared countdown.",
+        "replisync: one session idle-timeout service, three replicas, one shared countdown.\n\
+         Durations are short for the demo: idle for 1 s after the last activity, then a 3 s\n\
+         countdown that warns in its last 1.5 s. Activity during the warning does not count\n\
+         (reset_on_warning_activity = false): the user must click \"extend\".\n",
     )?;
-    story.say(
-        "Durations are short for the demo: idle for 1 s after the last activity, then a 3 s",
-    )?;
-    story.say(
-        "countdown that warns in its last 1.5 s. Activity during the warning does not count",
-    )?;
-    story.say("(reset_on_warning_activity = false): the user must click \"extend\".")?;
-    story.say("")?;
 
     let hub = Hub::new();
-    let (report_tx, report_rx) = crossbeam_channel::unbounded();
-    story.reports = Some(report_rx);
     let mut tabs = Vec::new();
     for name in 1..=3 {
         tabs.push(open_tab(name, &hub, clock, report_tx.clone())?);
@@ -435,7 +428,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> Result<bool, Error>) -> Resu
 /// The narration: the demo's own lines, and every event the replicas report.
 struct Story<'a> {
     out: &'a mut dyn Write,
-    reports: Option<Receiver<Report>>,
+    reports: Receiver<Report>,
     start: Now,
 }
 
@@ -557,8 +550,7 @@ impl Story<'_> {
         let deadline = Instant::now() + STEP_TIMEOUT;
         let mut found = BTreeMap::new();
         while found.len() < count {
-            let reports = self.reports.as_ref().expect("the replicas run");
-            let report = reports.recv_deadline(deadline).map_err(|_| {
+            let report = self.reports.recv_deadline(deadline).map_err(|_| {
                 let missing: Vec<&u128> = from.iter().filter(|n| !found.contains_key(*n)).collect();
                 format!(
                     "no {what} from replica(s) {missing:?} within {} s",
