@@ -371,32 +371,27 @@ impl Session {
 
     /// An operation that reached this replica to be applied.
     fn apply_request(&mut self, now: Now, from: SourceId, operation: Operation) {
-        let refusal = match operation.check(self.replica.state(), now) {
-            Err(refusal) => refusal,
-            Ok(()) if self.may_write() => {
-                let op = operation.clone();
-                match self.replica.write(now, |s, d, w| {
-                    let _ = op.apply(s, now, d, w);
-                }) {
-                    Ok(()) => return,
-                    // Leadership moved on between the request and now: pass it on.
-                    Err(WriteError::NotLeader { .. }) => {
-                        let _ = self.replica.request(now, operation);
-                        return;
-                    }
-                    Err(_) => return,
-                }
-            }
-            Ok(()) => {
-                let _ = self.replica.request(now, operation);
-                return;
-            }
+        if let Err(refusal) = operation.check(self.replica.state(), now) {
+            self.events.push_back(SessionEvent::Refused {
+                from,
+                operation,
+                refusal,
+            });
+            return;
+        }
+        let written = if self.may_write() {
+            let op = operation.clone();
+            self.replica.write(now, |s, d, w| {
+                let _ = op.apply(s, now, d, w);
+            })
+        } else {
+            Err(WriteError::NotLeader { leader: None })
         };
-        self.events.push_back(SessionEvent::Refused {
-            from,
-            operation,
-            refusal,
-        });
+        if let Err(WriteError::NotLeader { .. }) = written {
+            // Leadership moved on since the request surfaced here: pass it on to the
+            // leader (or queue it until one is known).
+            let _ = self.replica.request(now, operation);
+        }
     }
 
     // --- outputs ---
