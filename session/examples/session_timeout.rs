@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use replisync::{
-    Clock, Config, Driver, DriverError, Event, Handle, Hub, LeaseConfig, Now, Replica, SourceId,
-    SystemClock, WriteError,
+    Clock, Config, Driver, DriverError, Event, Handle, Hub, LeaseConfig, MutexAuthority, Now,
+    Replica, SourceId, SystemClock, WriteError,
 };
 use replisync_session::{
     Operation, Phase, Refusal, ResetCause, SessionConfig, SessionEvent, SessionState, SessionWatch,
@@ -77,9 +77,11 @@ pub fn run(out: &mut dyn Write) -> Result<(), Error> {
     )?;
 
     let hub = Hub::new();
+    // A lease authority makes leadership exclusive: in one process, a mutex.
+    let authority = MutexAuthority::new(clock);
     let mut tabs = Vec::new();
     for name in 1..=3 {
-        tabs.push(open_tab(name, &hub, clock, report_tx.clone())?);
+        tabs.push(open_tab(name, &hub, &authority, clock, report_tx.clone())?);
     }
     drop(report_tx);
 
@@ -237,6 +239,7 @@ pub fn run(out: &mut dyn Write) -> Result<(), Error> {
 fn open_tab(
     name: u128,
     hub: &Hub,
+    authority: &MutexAuthority,
     clock: SystemClock,
     reports: Sender<Report>,
 ) -> Result<Tab, Error> {
@@ -253,7 +256,9 @@ fn open_tab(
     config.peer_timeout_ms = 350;
     let replica: Replica<SessionState, Operation> =
         Replica::new(config, SourceId::from_u128(name))?;
-    let mut driver = Driver::new(replica, hub.connect()).clock(clock);
+    let mut driver = Driver::new(replica, hub.connect())
+        .clock(clock)
+        .authority(authority.clone());
     let events = driver.subscribe();
     let handle = driver.spawn()?;
     let for_service = handle.clone();

@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 
+use replisync::authority::{AuthorityAnswer, AuthorityRequest};
 use replisync::{
     Config, ConfigError as SyncConfigError, Event, Lifecycle, Now, Persist, Replica, SourceId,
     SyncMode, WriteError,
@@ -331,6 +332,13 @@ impl Session {
         self.after_input(now);
     }
 
+    /// An answer of the lease authority ([`Replica::handle_authority`]), for a session
+    /// whose replica was made [`with_authority`](Replica::with_authority).
+    pub fn handle_authority(&mut self, now: Now, answer: AuthorityAnswer) {
+        self.replica.handle_authority(now, answer);
+        self.after_input(now);
+    }
+
     /// Requests that reached this replica, the leader's timers, and the events.
     fn after_input(&mut self, now: Now) {
         self.last_now = Some(now);
@@ -406,6 +414,12 @@ impl Session {
     #[must_use = "drain every output after each input"]
     pub fn poll_persist(&mut self) -> Option<Persist> {
         self.replica.poll_persist()
+    }
+
+    /// The next request for the lease authority ([`Replica::poll_authority`]).
+    #[must_use = "drain every output after each input"]
+    pub fn poll_authority(&mut self) -> Option<AuthorityRequest> {
+        self.replica.poll_authority()
     }
 
     /// The next event of the service.
