@@ -204,6 +204,17 @@ impl Store for FileStore {
             }
         }
         logs.sort();
+        // Lock files of gone processes that never wrote a log: nothing to keep.
+        for (name, path) in &entries {
+            if let Some(id) = name.strip_suffix(".lock") {
+                let has_log = logs.iter().any(|(l, _)| l == id);
+                if id != self.id && !id.starts_with('.') && !has_log {
+                    if let Ok(Some(_held)) = group::claim_if_gone(path) {
+                        let _ = fs::remove_file(path);
+                    }
+                }
+            }
+        }
         let mut out = Vec::new();
         let mut found = false;
         for (id, log) in logs {
