@@ -152,9 +152,7 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 pub(crate) fn create_locked(dir: &Path, name: &str) -> io::Result<File> {
     let tmp = dir.join(format!("{TMP_PREFIX}{}", random_name()));
     let file = create_new().open(&tmp)?;
-    let done = file
-        .lock()
-        .and_then(|()| fs::rename(&tmp, dir.join(name)));
+    let done = file.lock().and_then(|()| fs::rename(&tmp, dir.join(name)));
     match done {
         Ok(()) => Ok(file),
         Err(e) => {
@@ -253,7 +251,10 @@ mod tests {
     fn a_file_is_no_group_directory() {
         let dir = scratch("file");
         fs::write(&dir, "").unwrap();
-        assert!(matches!(prepare(&dir), Err(OpenError::NotADirectory { .. })));
+        assert!(matches!(
+            prepare(&dir),
+            Err(OpenError::NotADirectory { .. })
+        ));
         fs::remove_file(&dir).unwrap();
     }
 

@@ -138,10 +138,12 @@ where
     R: Request + Send,
 {
     let dir = dir.as_ref();
-    driver(dir, options)?.spawn().map_err(|error| OpenError::Io {
-        path: dir.to_path_buf(),
-        error,
-    })
+    driver(dir, options)?
+        .spawn()
+        .map_err(|error| OpenError::Io {
+            path: dir.to_path_buf(),
+            error,
+        })
 }
 
 /// What [`open`] starts, not started yet: subscribe to it

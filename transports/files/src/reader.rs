@@ -269,7 +269,10 @@ impl Reader {
         log.buf.resize(start + want, 0);
         let mut got = 0;
         while got < want {
-            match log.file.read_at(&mut log.buf[start + got..], log.pos + got as u64) {
+            match log
+                .file
+                .read_at(&mut log.buf[start + got..], log.pos + got as u64)
+            {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}

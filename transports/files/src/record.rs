@@ -70,15 +70,11 @@ pub(crate) fn parse(buf: &[u8]) -> Parsed<'_> {
         if buf[..n] == MAGIC[..n] {
             return Parsed::Incomplete;
         }
-        return Parsed::Corrupt {
-            skip: resync(buf),
-        };
+        return Parsed::Corrupt { skip: resync(buf) };
     }
     let word = |at: usize| u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
     if buf[..4] != MAGIC || crc32fast::hash(&buf[..12]) != word(12) {
-        return Parsed::Corrupt {
-            skip: resync(buf),
-        };
+        return Parsed::Corrupt { skip: resync(buf) };
     }
     let len = word(4) as usize;
     let Some(end) = HEADER.checked_add(len) else {

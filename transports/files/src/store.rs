@@ -101,12 +101,11 @@ impl FileStore {
         let dir = dir.join(STORE);
         group::remove_tmp_debris(&dir);
         let id = group::random_name();
-        let lock = group::create_locked(&dir, &format!("{id}.lock")).map_err(|error| {
-            OpenError::Io {
+        let lock =
+            group::create_locked(&dir, &format!("{id}.lock")).map_err(|error| OpenError::Io {
                 path: dir.clone(),
                 error,
-            }
-        })?;
+            })?;
         Ok(FileStore {
             log_path: dir.join(format!("{id}.log")),
             dir,

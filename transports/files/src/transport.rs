@@ -133,8 +133,8 @@ impl FileTransport {
         group::remove_tmp_debris(&msgs);
         let member = group::random_name();
         let lock_path = msgs.join(format!("{member}.lock"));
-        let lock = group::create_locked(&msgs, &format!("{member}.lock"))
-            .map_err(io(&lock_path))?;
+        let lock =
+            group::create_locked(&msgs, &format!("{member}.lock")).map_err(io(&lock_path))?;
         let log = create_log(&msgs, &member, 0).map_err(io(&msgs))?;
         let (tx, incoming) = crossbeam_channel::unbounded();
         let (stop, stopped) = crossbeam_channel::bounded(0);
@@ -165,12 +165,13 @@ impl FileTransport {
     /// Starts the next log and removes the current one (readers that have it open read
     /// it to its end).
     fn rotate(&mut self) -> Result<(), SendError> {
-        let next = create_log(&self.msgs, &self.member, self.log.generation + 1).map_err(
-            |error| SendError::Io {
-                path: self.msgs.clone(),
-                error,
-            },
-        )?;
+        let next =
+            create_log(&self.msgs, &self.member, self.log.generation + 1).map_err(|error| {
+                SendError::Io {
+                    path: self.msgs.clone(),
+                    error,
+                }
+            })?;
         let old = std::mem::replace(&mut self.log, next);
         let _ = fs::remove_file(&old.path);
         Ok(())

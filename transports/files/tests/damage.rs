@@ -39,7 +39,10 @@ struct Reports {
 
 impl Reports {
     fn new(rx: Receiver<Report>) -> Reports {
-        Reports { rx, seen: Vec::new() }
+        Reports {
+            rx,
+            seen: Vec::new(),
+        }
     }
 
     /// Waits until a report that `want` accepts has come (it may have come already).
@@ -129,7 +132,11 @@ fn the_message_files_of_a_member_that_died_are_removed_and_the_living_kept() {
     let live = FileTransport::join(dir.path(), &Options::default()).unwrap();
     // A member that died: its lock file is there, nobody holds its lock.
     let dead_lock = place(&msgs, &format!("{MEMBER}.lock"), b"");
-    let dead_log = place(&msgs, &format!("{MEMBER}-0000000000000003.log"), &record(b"last words"));
+    let dead_log = place(
+        &msgs,
+        &format!("{MEMBER}-0000000000000003.log"),
+        &record(b"last words"),
+    );
     assert_eq!(recv(&reader.incoming()), b"last words");
     let deadline = Instant::now() + PATIENCE;
     while dead_lock.exists() || dead_log.exists() {
@@ -159,7 +166,10 @@ fn a_store_reads_every_process_log_and_folds_in_only_those_of_the_gone() {
         assert!(loaded.contains(part), "{part} missing from {loaded}");
     }
     c.compact(loaded.as_bytes()).unwrap();
-    assert!(!a_log.exists(), "the gone process's log was folded in and removed");
+    assert!(
+        !a_log.exists(),
+        "the gone process's log was folded in and removed"
+    );
     assert!(b_log.exists(), "a live process's log is never touched");
     b.append(b"[b again]").unwrap();
     drop(c);
@@ -193,7 +203,12 @@ fn damaged_store_records_are_left_out_reported_and_their_log_kept() {
     bytes[middle] ^= 0x01;
     fs::write(&a_log, &bytes).unwrap();
     let len = fs::metadata(&b_log).unwrap().len();
-    OpenOptions::new().write(true).open(&b_log).unwrap().set_len(len - 3).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&b_log)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
     let original = fs::read(&a_log).unwrap();
 
     let mut c = FileStore::open(dir.path(), &options).unwrap();
@@ -210,9 +225,20 @@ fn damaged_store_records_are_left_out_reported_and_their_log_kept() {
 
     c.compact(loaded.as_bytes()).unwrap();
     let aside = a_log.with_extension("log.damaged");
-    reports.wait(|r| *r == Report::StoreLogKeptAside { path: aside.clone() });
-    assert_eq!(fs::read(&aside).unwrap(), original, "the damaged log is kept as it was");
-    assert!(!b_log.exists(), "a log with only a torn tail is folded in and removed");
+    reports.wait(|r| {
+        *r == Report::StoreLogKeptAside {
+            path: aside.clone(),
+        }
+    });
+    assert_eq!(
+        fs::read(&aside).unwrap(),
+        original,
+        "the damaged log is kept as it was"
+    );
+    assert!(
+        !b_log.exists(),
+        "a log with only a torn tail is folded in and removed"
+    );
     drop(c);
 }
 
@@ -247,7 +273,10 @@ fn a_store_of_a_newer_schema_is_reported_and_never_written_over() {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match events.recv_timeout(left).expect("the replica reports the store") {
+        match events
+            .recv_timeout(left)
+            .expect("the replica reports the store")
+        {
             Event::Degraded {
                 reason: Degradation::StoreUnreadable(_),
             } => break,
@@ -283,7 +312,8 @@ fn a_group_keeps_working_after_its_files_are_damaged() {
     for entry in fs::read_dir(&msgs).unwrap().flatten() {
         if entry.path().extension().is_some_and(|x| x == "log") {
             let mut f = OpenOptions::new().append(true).open(entry.path()).unwrap();
-            f.write_all(b"RSF1\xff\xff\xff\x7fdamaged header and then some").unwrap();
+            f.write_all(b"RSF1\xff\xff\xff\x7fdamaged header and then some")
+                .unwrap();
         }
     }
     assert!(a.put("k2", "two").is_some());
@@ -305,7 +335,12 @@ fn a_group_keeps_working_after_its_files_are_damaged() {
     bytes[20] ^= 0x04;
     fs::write(&logs[0], bytes).unwrap();
     let len = fs::metadata(&logs[1]).unwrap().len();
-    OpenOptions::new().write(true).open(&logs[1]).unwrap().set_len(len - 1).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&logs[1])
+        .unwrap()
+        .set_len(len - 1)
+        .unwrap();
 
     let mut c = Peer::ready("c", dir.path(), &["--distributed"]);
     c.await_said(|l| l.starts_with("report left out a damaged store record "));

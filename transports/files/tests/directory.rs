@@ -75,12 +75,19 @@ fn a_group_directory_of_another_user_is_refused() {
             owner: o,
             user: u,
         } => {
-            assert_eq!((path.as_path(), *o, *u), (dir.as_path(), owner, user.as_raw()));
+            assert_eq!(
+                (path.as_path(), *o, *u),
+                (dir.as_path(), owner, user.as_raw())
+            );
         }
         other => panic!("refused for another reason: {other}"),
     }
     assert!(err.to_string().contains("belongs to user"), "{err}");
     if user.is_root() {
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0, "nothing was created in it");
+        assert_eq!(
+            fs::read_dir(&dir).unwrap().count(),
+            0,
+            "nothing was created in it"
+        );
     }
 }

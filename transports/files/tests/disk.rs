@@ -30,7 +30,9 @@ fn a_hundred_thousand_writes_keep_the_directory_under_its_bound() {
     let mut largest = 0;
     for i in 0..WRITES {
         writer
-            .write(move |s, d, w| d.entries = s.entries.write_insert(format!("key {}", i % KEYS), i, w))
+            .write(move |s, d, w| {
+                d.entries = s.entries.write_insert(format!("key {}", i % KEYS), i, w)
+            })
             .unwrap();
         if i % 1_000 == 999 {
             largest = largest.max(du(dir.path()));
@@ -48,7 +50,10 @@ fn a_hundred_thousand_writes_keep_the_directory_under_its_bound() {
     let deadline = std::time::Instant::now() + common::PATIENCE;
     let last = format!("key {}", (WRITES - 1) % KEYS);
     while reader.state().unwrap().entries.get(&last) != Some(&(WRITES - 1)) {
-        assert!(std::time::Instant::now() < deadline, "the reader never got the last write");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reader never got the last write"
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }

@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::{Peer, Scratch, PATIENCE};
+use common::{settled_leader, Peer, Scratch};
 
 /// Short lease timings, so that leases expire within a test: duration, renew
 /// deadline, renew interval, max delay (ms).
@@ -17,9 +15,9 @@ fn a_write_in_one_process_is_seen_by_all() {
     let mut peers: Vec<Peer> = (0..3)
         .map(|i| Peer::ready(&format!("p{i}"), dir.path(), &["--distributed"]))
         .collect();
-    for i in 0..3 {
+    for (i, peer) in peers.iter_mut().enumerate() {
         let key = format!("from{i}");
-        assert!(peers[i].put(&key, &format!("v{i}")).is_some(), "put refused");
+        assert!(peer.put(&key, &format!("v{i}")).is_some(), "put refused");
     }
     for peer in &mut peers {
         for i in 0..3 {
@@ -29,25 +27,6 @@ fn a_write_in_one_process_is_seen_by_all() {
     }
     for peer in &mut peers {
         peer.leave();
-    }
-}
-
-/// Asks every peer until exactly one leads and all agree on its term; returns the
-/// leader's index and the term.
-fn settled_leader(peers: &mut [&mut Peer]) -> (usize, u64) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let answers: Vec<(bool, u64)> = peers.iter_mut().map(|p| p.lease()).collect();
-        let leaders: Vec<usize> = (0..answers.len()).filter(|i| answers[*i].0).collect();
-        let term = answers[0].1;
-        if leaders.len() == 1 && answers.iter().all(|a| a.1 == term) && term > 0 {
-            return (leaders[0], term);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no single leader settled: {answers:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -105,7 +84,10 @@ fn a_leader_that_exits_gracefully_hands_over() {
     let (successor, new_term) = settled_leader(&mut rest);
     assert!(new_term > term, "term {new_term} after {term}");
     // The write made before leaving reached the group.
-    assert_eq!(rest[successor].get("note").as_deref(), Some("before-leaving"));
+    assert_eq!(
+        rest[successor].get("note").as_deref(),
+        Some("before-leaving")
+    );
     for peer in rest {
         peer.leave();
     }

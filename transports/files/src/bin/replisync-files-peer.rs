@@ -11,7 +11,7 @@
 //!
 //! | command | answer |
 //! |---|---|
-//! | `put <key> <value>` | `put <key> ok <unix_ns>` once written and persisted, or `put <key> err <why>` |
+//! | `put <key> <value>` | `put <key> ok <started_ns> <done_ns>` once written and persisted (the unix times, in ns, when the write began and when it returned), or `put <key> err <why>` |
 //! | `get <key>` | `value <key> <value>` or `value <key> -` |
 //! | `lease` | `lease <leading: true/false> <term or 0>` |
 //! | `leave` | leaves the group (a leader hands over), prints `left`, exits 0 |
@@ -150,8 +150,9 @@ fn main() {
         match (words.next(), words.next(), words.next()) {
             (Some("put"), Some(key), Some(value)) => {
                 let (k, v) = (key.to_string(), value.to_string());
+                let started = unix_ns();
                 match handle.write(move |s, d, w| d.entries = s.entries.write_insert(k, v, w)) {
-                    Ok(()) => say(format!("put {key} ok {}", unix_ns())),
+                    Ok(()) => say(format!("put {key} ok {started} {}", unix_ns())),
                     Err(e) => say(format!("put {key} err {e}")),
                 }
             }

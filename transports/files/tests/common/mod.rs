@@ -163,14 +163,15 @@ impl Peer {
         self.seen.iter().any(|l| want(l))
     }
 
-    /// Sends `put key value` and waits for its answer: `Some(unix_ns)` once written and
-    /// persisted, `None` if refused.
+    /// Sends `put key value` and waits for its answer: `Some(unix_ns)`, when the write
+    /// began, once written and persisted; `None` if refused.
     pub fn put(&mut self, key: &str, value: &str) -> Option<u128> {
         self.send(&format!("put {key} {value}"));
         let prefix = format!("put {key} ");
         let line = self.expect(|l| l.starts_with(&prefix));
         let rest = &line[prefix.len()..];
-        rest.strip_prefix("ok ").map(|t| t.parse().unwrap())
+        rest.strip_prefix("ok ")
+            .map(|t| t.split_whitespace().next().unwrap().parse().unwrap())
     }
 
     /// `(leading, term)`.
@@ -191,13 +192,11 @@ impl Peer {
         (v != "-").then_some(v)
     }
 
-    /// Kills the process with SIGKILL (no goodbye, no release: the OS frees its locks).
+    /// Kills the process with SIGKILL, as `kill -9` does (no goodbye, no release: the
+    /// OS frees its locks), and waits for it to end.
     pub fn kill9(&mut self) {
-        let status = Command::new("kill")
-            .args(["-9", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -9 {} failed", self.child.id());
+        // std's `Child::kill` sends SIGKILL on Unix.
+        self.child.kill().expect("the peer is killed");
         let _ = self.child.wait();
     }
 
@@ -248,5 +247,24 @@ impl Rng {
     /// Uniform in `0..n`.
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
+    }
+}
+
+/// Asks every peer until exactly one leads and all agree on its term; returns the
+/// leader's index and the term.
+pub fn settled_leader(peers: &mut [&mut Peer]) -> (usize, u64) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let answers: Vec<(bool, u64)> = peers.iter_mut().map(|p| p.lease()).collect();
+        let leaders: Vec<usize> = (0..answers.len()).filter(|i| answers[*i].0).collect();
+        let term = answers[0].1;
+        if leaders.len() == 1 && answers.iter().all(|a| a.1 == term) && term > 0 {
+            return (leaders[0], term);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no single leader settled: {answers:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
