@@ -99,6 +99,11 @@
 #![warn(missing_docs)]
 #![cfg(unix)]
 
+/// The README's code compiles as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod error;
 mod group;
 mod options;
