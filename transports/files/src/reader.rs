@@ -360,6 +360,11 @@ impl Reader {
         // Logs without a lock file: a member creates its lock before its first log
         // and removes it after its last, so these belong to no one.
         for (member, paths) in logs {
+            // A listing is no snapshot: a member that joined while it was read may show
+            // its log and not its lock. Ask for the lock itself.
+            if self.msgs.join(format!("{member}.lock")).exists() {
+                continue;
+            }
             self.peers.remove(&member);
             for path in paths {
                 let _ = fs::remove_file(path);
