@@ -46,6 +46,7 @@ pub(crate) struct Reader {
     /// How long to sleep without a bell.
     tick: Duration,
     polling: bool,
+    poll_interval: Duration,
     last_reap: Instant,
 }
 
@@ -86,6 +87,7 @@ impl Reader {
             Watch::Poll => None,
         };
         let polling = watcher.is_none();
+        let poll_interval = options.poll_interval.max(Duration::from_millis(1));
         let mut reader = Reader {
             msgs: msgs.to_path_buf(),
             me: me.to_string(),
@@ -93,14 +95,17 @@ impl Reader {
             tx,
             reporter,
             relist,
-            bell,
-            _watcher: watcher,
-            tick: if polling {
-                options.poll_interval.max(Duration::from_millis(1))
+            // Without a watcher nothing rings: a bell nobody can ring (a disconnected
+            // one would be ready at once, and the loop would spin).
+            bell: if polling {
+                crossbeam_channel::never()
             } else {
-                SAFETY_LOOK
+                bell
             },
+            _watcher: watcher,
+            tick: if polling { poll_interval } else { SAFETY_LOOK },
             polling,
+            poll_interval,
             last_reap: Instant::now(),
         };
         reader.reap();
@@ -113,7 +118,12 @@ impl Reader {
         loop {
             let timed_out = crossbeam_channel::select! {
                 recv(stop) -> _ => return,
-                recv(self.bell) -> _ => false,
+                recv(self.bell) -> rang => {
+                    if rang.is_err() {
+                        self.notifications_stopped();
+                    }
+                    false
+                }
                 default(self.tick) => true,
             };
             if self.relist.swap(false, Ordering::AcqRel) || timed_out || self.polling {
@@ -125,6 +135,17 @@ impl Reader {
                 self.last_reap = Instant::now();
             }
         }
+    }
+
+    /// The watcher's thread is gone (its bell disconnected): poll from now on.
+    fn notifications_stopped(&mut self) {
+        self.bell = crossbeam_channel::never();
+        self.polling = true;
+        self.tick = self.poll_interval;
+        self.reporter.report(Report::Polling {
+            interval: self.poll_interval,
+            reason: "file notifications stopped".into(),
+        });
     }
 
     /// Lists the directory: opens the logs of members that joined, follows members
