@@ -15,7 +15,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{settled_leader, Peer, Scratch};
+use common::{settled_leader, Peer, Rng, Scratch};
 
 fn unix_ns() -> u128 {
     std::time::SystemTime::now()
@@ -49,6 +49,9 @@ fn propagation(args: &[&str], writes: usize) -> String {
     a.put("warm", "up").unwrap();
     b.await_said(|l| l.starts_with("seen warm up "));
     let mut samples = Vec::with_capacity(writes);
+    // Random pauses between writes, so that they fall anywhere in a poll interval
+    // (a fixed pause can lock onto its phase).
+    let mut rng = Rng::new(0x5eed);
     for i in 0..writes {
         let key = format!("k{i}");
         let started = a.put(&key, "v").expect("written");
@@ -56,7 +59,7 @@ fn propagation(args: &[&str], writes: usize) -> String {
         let line = b.await_said(|l| l.starts_with(&prefix));
         let seen: u128 = line[prefix.len()..].parse().unwrap();
         samples.push(seen.saturating_sub(started));
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_micros(1_000 + rng.below(10_000)));
     }
     a.leave();
     b.leave();
@@ -105,9 +108,9 @@ fn failover(args: &[&str], rounds: usize, graceful: bool) -> String {
         }
         drop(old);
         peers.push(Peer::ready(&format!("r{round}"), dir.path(), args));
-        // A replica that just joined waits out its join grace (a renew interval plus the
-        // allowed delay: 1.5 s by default) before it claims; measure hand-overs between
-        // replicas that have been running.
+        // Without an authority, a replica that just joined waits out its join grace (a
+        // renew interval plus the allowed delay: 1.5 s by default) before it claims;
+        // measure hand-overs between replicas that have been running.
         std::thread::sleep(JOIN_GRACE);
     }
     for mut p in peers {
@@ -128,6 +131,21 @@ fn main() {
         propagation(&["--distributed", "--poll"], 200)
     );
     println!("leader failover (3 processes), until a survivor leads a newer term:");
-    println!("  after kill -9:      {}", failover(&[], 10, false));
-    println!("  after a clean exit: {}", failover(&[], 10, true));
+    println!(
+        "  flock authority, after kill -9:      {}",
+        failover(&[], 20, false)
+    );
+    println!(
+        "  flock authority, after a clean exit: {}",
+        failover(&[], 20, true)
+    );
+    let gossip = ["--no-authority"];
+    println!(
+        "  no authority, after kill -9:         {}",
+        failover(&gossip, 3, false)
+    );
+    println!(
+        "  no authority, after a clean exit:    {}",
+        failover(&gossip, 3, true)
+    );
 }

@@ -38,7 +38,6 @@ pub(crate) const MSGS: &str = "msgs";
 /// The subdirectory of store logs.
 pub(crate) const STORE: &str = "store";
 /// The lease authority's lock file.
-#[allow(dead_code)] // the lease authority is still to come
 pub(crate) const LEASE: &str = "lease";
 
 /// Creates the group directory (0700) and its subdirectories if missing, and checks

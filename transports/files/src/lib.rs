@@ -1,8 +1,9 @@
 //! # replisync-files
 //!
 //! [replisync] for processes on one machine (desktop apps with several windows, CLI
-//! tools, worker processes), through a shared directory: a [`Transport`], a [`Store`]
-//! and one call, [`open`], from a directory to a running [`Handle`].
+//! tools, worker processes), through a shared directory: a [`Transport`], a [`Store`],
+//! a lease authority on `flock` ([`FileAuthority`]), and one call, [`open`], from a
+//! directory to a running [`Handle`].
 //!
 //! ```
 //! use replisync::{Config, Lww, Merge};
@@ -42,6 +43,7 @@
 //! ```text
 //! <dir>/            0700, owned by the user running the replicas
 //!   format          "replisync-files 1"
+//!   lease           the lease authority's lock file: the last term granted, its holder
 //!   msgs/           one message log per member: <member>-<n>.log, and <member>.lock
 //!   store/          one store log per process: <id>.log, and <id>.lock
 //! ```
@@ -104,6 +106,7 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+mod authority;
 mod error;
 mod group;
 mod options;
@@ -115,8 +118,9 @@ mod transport;
 
 use std::path::Path;
 
-use replisync::{Bundle, Driver, Handle, Replica, Request, SourceId};
+use replisync::{Bundle, Driver, Handle, Replica, Request, SourceId, SyncMode};
 
+pub use authority::FileAuthority;
 pub use error::{OpenError, SendError, StoreError};
 pub use options::{Options, Watch};
 pub use report::Report;
@@ -128,7 +132,10 @@ pub use replisync::{Store, Transport};
 
 /// Opens the group in `dir` (created if missing) and starts a replica in it: one call
 /// from a directory to a running [`Handle`]. The replica restores what the group's
-/// store holds, joins through a [`FileTransport`], and persists to a [`FileStore`].
+/// store holds, joins through a [`FileTransport`], and persists to a [`FileStore`]; in
+/// leader mode it leads only while it holds the group's [`FileAuthority`] (unless
+/// [`Options::authority`] is off), so at most one process leads at a time, and a
+/// successor takes over as soon as the OS frees a dead leader's lock.
 ///
 /// To subscribe to events from the very start, or to use another clock, take the
 /// [`driver`] instead and spawn it yourself. See the crate docs for an example.
@@ -189,7 +196,11 @@ where
     let replica: Replica<S, R> = Replica::new(options.config.clone(), source)?;
     let store = FileStore::open(dir, &options)?;
     let transport = FileTransport::join(dir, &options)?;
-    Ok(Driver::new(replica, transport).store(store))
+    let driver = Driver::new(replica, transport).store(store);
+    if options.authority && options.config.mode == SyncMode::Leader {
+        return Ok(driver.authority(FileAuthority::open(dir, source, &options)?));
+    }
+    Ok(driver)
 }
 
 #[cfg(test)]

@@ -54,6 +54,13 @@ pub struct Options {
     /// survives a power cut, not only a crash of the process. Compactions are always
     /// synced.
     pub sync_appends: bool,
+    /// Leader mode only: make the lease exclusive with the group's lease authority,
+    /// a [`FileAuthority`](crate::FileAuthority) (a `flock` on the `lease` file), so
+    /// that at most one process leads at a time and a successor takes over as soon as
+    /// the OS frees a dead leader's lock. Default `true`; off, leadership is only
+    /// eventually single (and always fenced), and a dead leader is replaced once its
+    /// lease expires.
+    pub authority: bool,
     /// Where [`Report`]s go (besides the log); see [`Options::reports`].
     pub reports: Option<Sender<Report>>,
 }
@@ -75,6 +82,7 @@ impl Options {
             poll_interval: Duration::from_millis(10),
             max_log_bytes: 1 << 20,
             sync_appends: true,
+            authority: true,
             reports: None,
         }
     }

@@ -46,6 +46,18 @@ fn leader_mode_has_one_leader_and_a_successor_after_kill_9() {
         }
     }
 
+    // With the lease authority, only one process ever led so far.
+    let leaders = |peers: &mut [&mut Peer]| -> Vec<String> {
+        let mut lines = Vec::new();
+        for p in peers.iter_mut() {
+            p.said(|_| false); // reads what arrived
+            lines.extend(p.seen.iter().filter(|l| l.starts_with("leader ")).cloned());
+        }
+        lines
+    };
+    let before = leaders(&mut peers.iter_mut().collect::<Vec<_>>());
+    assert_eq!(before.len(), 1, "{before:?}");
+
     peers[leader].kill9();
     let mut rest: Vec<&mut Peer> = peers
         .iter_mut()
@@ -56,6 +68,9 @@ fn leader_mode_has_one_leader_and_a_successor_after_kill_9() {
     let (successor, new_term) = settled_leader(&mut rest);
     assert!(new_term > term, "term {new_term} after {term}");
     assert!(rest[successor].said(|l| l.starts_with(&format!("leader {new_term} "))));
+    // Exactly one survivor took over: the one the OS handed the lock to.
+    let after = leaders(&mut rest);
+    assert_eq!(after.len(), 1, "{after:?}");
     // The successor writes, and the write reaches the other survivor.
     assert!(rest[successor].put("k", "by-successor").is_some());
     let other = 1 - successor;

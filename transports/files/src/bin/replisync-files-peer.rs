@@ -3,7 +3,7 @@
 //! try a group directory by hand.
 //!
 //! ```text
-//! replisync-files-peer <dir> [--distributed] [--poll] [--no-sync]
+//! replisync-files-peer <dir> [--distributed] [--poll] [--no-sync] [--no-authority]
 //!                            [--lease <duration_ms>,<renew_deadline_ms>,<renew_interval_ms>,<max_delay_ms>]
 //! ```
 //!
@@ -44,7 +44,7 @@ fn unix_ns() -> u128 {
 fn usage(why: &str) -> ! {
     eprintln!("replisync-files-peer: {why}");
     eprintln!(
-        "usage: replisync-files-peer <dir> [--distributed] [--poll] [--no-sync] [--lease d,r,i,m]"
+        "usage: replisync-files-peer <dir> [--distributed] [--poll] [--no-sync] [--no-authority] [--lease d,r,i,m]"
     );
     std::process::exit(2)
 }
@@ -55,11 +55,13 @@ fn main() {
     let mut config = Config::leader();
     let mut options_watch = Watch::Notify;
     let mut sync_appends = true;
+    let mut authority = true;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--distributed" => config.mode = replisync::SyncMode::Distributed,
             "--poll" => options_watch = Watch::Poll,
             "--no-sync" => sync_appends = false,
+            "--no-authority" => authority = false,
             "--lease" => {
                 let v: Vec<u64> = args
                     .next()
@@ -84,6 +86,7 @@ fn main() {
     let mut options = Options::new(config);
     options.watch = options_watch;
     options.sync_appends = sync_appends;
+    options.authority = authority;
     let reports = options.reports();
 
     let out = Arc::new(Mutex::new(std::io::stdout()));
