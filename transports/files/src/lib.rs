@@ -63,6 +63,14 @@
 //! instead: the **polling fallback**, reported once as [`Report::Polling`]. Even with
 //! notifications the directory is looked at once a second, in case one was lost.
 //!
+//! ## Leadership
+//!
+//! In leader mode (unless [`Options::authority`] is off) a replica leads only while it
+//! holds the advisory lock on `lease` ([`FileAuthority`]): at most one process leads at
+//! a time, terms strictly increase across holders (the file holds the last one), and a
+//! dead leader's lock is freed by the OS, so a waiting process leads within
+//! milliseconds instead of waiting out the lease.
+//!
 //! ## Records
 //!
 //! Every log, of messages or of the store, is a sequence of records:
