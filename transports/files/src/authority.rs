@@ -224,7 +224,7 @@ fn wait_for_lock(shared: &Arc<Shared>, state: &mut State) {
         .spawn(move || hold(&shared_for_thread));
     if let Err(e) = spawned {
         state.waiting = false;
-        shared.reporter.report(Report::ReadFailed {
+        shared.reporter.report(Report::Lease {
             path: shared.path.clone(),
             error: format!("no thread to wait on the lease lock: {e}"),
         });
@@ -238,7 +238,7 @@ fn hold(shared: &Arc<Shared>) {
         Ok(g) => g,
         Err(e) => {
             shared.lock().waiting = false;
-            shared.reporter.report(Report::ReadFailed {
+            shared.reporter.report(Report::Lease {
                 path: shared.path.clone(),
                 error: format!("the lease lock: {e}"),
             });
@@ -257,7 +257,7 @@ fn hold(shared: &Arc<Shared>) {
         if replaced {
             let term = held.term;
             state.held = None;
-            shared.reporter.report(Report::ReadFailed {
+            shared.reporter.report(Report::Lease {
                 path: shared.path.clone(),
                 error: "the lease lock file was removed or replaced while held; the grant is lost"
                     .into(),
@@ -324,7 +324,7 @@ impl Authority for FileAuthority {
                                 held.term = term;
                                 state.known = state.known.max(term);
                             }
-                            Err(e) => shared.reporter.report(Report::ReadFailed {
+                            Err(e) => shared.reporter.report(Report::Lease {
                                 path: shared.path.clone(),
                                 error: format!("raising the lease term: {e}"),
                             }),

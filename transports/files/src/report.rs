@@ -70,6 +70,15 @@ pub enum Report {
         /// Why.
         reason: String,
     },
+    /// The lease lock file could not be used as it should (it could not be locked or
+    /// written, or it was removed or replaced while held: the grant is then reported
+    /// lost to the replica, which stops leading).
+    Lease {
+        /// The lock file.
+        path: PathBuf,
+        /// What happened.
+        error: String,
+    },
     /// A file of the group could not be read; it is tried again later.
     ReadFailed {
         /// The file or directory.
@@ -110,6 +119,9 @@ impl fmt::Display for Report {
                 "polling for messages every {} ms: {reason}",
                 interval.as_millis()
             ),
+            Report::Lease { path, error } => {
+                write!(f, "the lease lock file {}: {error}", path.display())
+            }
             Report::ReadFailed { path, error } => {
                 write!(f, "could not read {}: {error}; trying again later", path.display())
             }
