@@ -1,0 +1,157 @@
+//! The lease authority on `flock`: one holder at a time, terms that only grow, and a
+//! grant that passes on at once when its holder lets go.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Scratch, PATIENCE};
+use crossbeam_channel::Receiver;
+use replisync::authority::{AuthorityAnswer, AuthorityRequest};
+use replisync::{Authority, SourceId};
+use replisync_files::{FileAuthority, Options};
+
+fn answer(rx: &Receiver<AuthorityAnswer>) -> AuthorityAnswer {
+    rx.recv_timeout(PATIENCE).expect("the authority answers")
+}
+
+fn acquire(ask: u64, term: u64) -> AuthorityRequest {
+    AuthorityRequest::Acquire {
+        ask,
+        term,
+        duration_ms: 3_000,
+    }
+}
+
+fn granted(a: &AuthorityAnswer) -> Option<u64> {
+    match a {
+        AuthorityAnswer::Granted {
+            term,
+            valid_ms: None,
+            ..
+        } => Some(*term),
+        _ => None,
+    }
+}
+
+#[test]
+fn one_holder_at_a_time_and_each_successor_a_newer_term() {
+    let dir = Scratch::new("authority-order");
+    let ids: Vec<SourceId> = (1..=3).map(SourceId::from_u128).collect();
+    let mut authorities: Vec<Option<FileAuthority>> = ids
+        .iter()
+        .map(|id| Some(FileAuthority::open(dir.path(), *id, &Options::default()).unwrap()))
+        .collect();
+    let inboxes: Vec<Receiver<AuthorityAnswer>> = authorities
+        .iter()
+        .map(|a| a.as_ref().unwrap().answers())
+        .collect();
+    let mut last_term = 0;
+    for round in 0..3 {
+        // Exactly one of those left holds the lock: its unasked grant arrives.
+        let live: Vec<usize> = (0..3).filter(|i| authorities[*i].is_some()).collect();
+        let (holder, term) = loop {
+            let granted_now: Vec<(usize, u64)> = live
+                .iter()
+                .filter_map(|i| {
+                    inboxes[*i]
+                        .try_recv()
+                        .ok()
+                        .and_then(|a| granted(&a))
+                        .map(|t| (*i, t))
+                })
+                .collect();
+            assert!(
+                granted_now.len() <= 1,
+                "round {round}: two grants {granted_now:?}"
+            );
+            if let Some(g) = granted_now.first() {
+                break *g;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert!(
+            term > last_term,
+            "round {round}: term {term} after {last_term}"
+        );
+        last_term = term;
+        let text = std::fs::read_to_string(dir.path().join("lease")).unwrap();
+        assert_eq!(text, format!("{term} {:032x}\n", ids[holder].as_u128()));
+        // The others are refused, and told who holds which term.
+        for i in live.iter().filter(|i| **i != holder) {
+            authorities[*i]
+                .as_mut()
+                .unwrap()
+                .handle(ids[*i], acquire(7, term + 1));
+            match answer(&inboxes[*i]) {
+                AuthorityAnswer::Refused {
+                    ask,
+                    term: t,
+                    holder: h,
+                } => {
+                    assert_eq!((ask, t, h), (Some(7), term, Some(ids[holder])));
+                }
+                other => panic!("round {round}: {other:?} while {holder} holds the lock"),
+            }
+        }
+        // The holder lets go: by release in the first round, by going away after.
+        if round == 0 {
+            authorities[holder]
+                .as_mut()
+                .unwrap()
+                .handle(ids[holder], AuthorityRequest::Release { term });
+            // It does not take the lock again until it asks.
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(inboxes[holder].try_recv().is_err());
+            authorities[holder] = None;
+        } else {
+            authorities[holder] = None;
+        }
+    }
+}
+
+#[test]
+fn a_holder_moves_its_grant_to_a_newer_term() {
+    let dir = Scratch::new("authority-move");
+    let me = SourceId::from_u128(5);
+    let mut authority = FileAuthority::open(dir.path(), me, &Options::default()).unwrap();
+    let inbox = authority.answers();
+    let term = granted(&answer(&inbox)).expect("granted");
+    authority.handle(me, acquire(1, term + 10));
+    assert_eq!(
+        answer(&inbox),
+        AuthorityAnswer::Granted {
+            ask: Some(1),
+            term: term + 10,
+            valid_ms: None
+        }
+    );
+    authority.handle(
+        me,
+        AuthorityRequest::Renew {
+            ask: 2,
+            term: term + 10,
+            duration_ms: 3_000,
+        },
+    );
+    assert_eq!(granted(&answer(&inbox)), Some(term + 10));
+    drop(authority);
+    // The next holder starts above it.
+    let next = FileAuthority::open(dir.path(), me, &Options::default()).unwrap();
+    assert_eq!(granted(&answer(&next.answers())), Some(term + 11));
+}
+
+#[test]
+fn a_lock_file_removed_under_the_holder_is_a_lost_grant() {
+    let dir = Scratch::new("authority-lost");
+    let me = SourceId::from_u128(6);
+    let authority = FileAuthority::open(dir.path(), me, &Options::default()).unwrap();
+    let inbox = authority.answers();
+    let term = granted(&answer(&inbox)).expect("granted");
+    std::fs::remove_file(authority.path()).unwrap();
+    assert_eq!(answer(&inbox), AuthorityAnswer::Lost { term });
+    // It waits on the new file, and is granted again: a newer term, though the new
+    // file knows of none.
+    let again = granted(&answer(&inbox)).expect("granted again");
+    assert!(again > term, "term {again} after {term}");
+}
