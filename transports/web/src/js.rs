@@ -269,9 +269,12 @@ impl Group {
     }
 
     /// The id of the leading tab, or `null` when none is known.
-    #[wasm_bindgen(getter)]
-    pub fn leader(&self) -> Option<String> {
-        self.replica.leader().map(|l| l.to_string())
+    #[wasm_bindgen(getter, unchecked_return_type = "string | null")]
+    pub fn leader(&self) -> JsValue {
+        match self.replica.leader() {
+            Some(l) => JsValue::from_str(&l.to_string()),
+            None => JsValue::NULL,
+        }
     }
 
     /// The term of the latest lease known here (it grows with every new leadership);
