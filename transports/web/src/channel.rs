@@ -166,8 +166,8 @@ impl Channel {
             }
         });
         // An event target only fails to take a listener for a wrong argument.
-        let _ = window
-            .add_event_listener_with_callback("storage", on_storage.as_ref().unchecked_ref());
+        let _ =
+            window.add_event_listener_with_callback("storage", on_storage.as_ref().unchecked_ref());
         Channel {
             kind: ChannelKind::StorageEvent,
             medium: Medium::Storage {
@@ -219,7 +219,10 @@ impl Channel {
     /// Stops sending and delivering (idempotent).
     pub fn close(&mut self) {
         match std::mem::replace(&mut self.medium, Medium::None) {
-            Medium::Broadcast { channel, _on_message } => {
+            Medium::Broadcast {
+                channel,
+                _on_message,
+            } => {
                 channel.set_onmessage(None);
                 channel.close();
             }

@@ -173,7 +173,7 @@ struct Core<S: Bundle, R: Request> {
     store_failing: bool,
     send_failing: bool,
     timer: Timer,
-    page: Vec<(EventTarget, &'static str, Closure<dyn FnMut(web_sys::Event)>)>,
+    page: Vec<PageListener>,
     phase: Phase,
     degradations: Vec<Degradation>,
     /// Events raised by the driver itself, for the queue.
@@ -328,7 +328,9 @@ impl<S: Bundle, R: Request> WebReplica<S, R> {
     /// [`GroupError::Closed`] once closed; [`GroupError::Write`] when the replica
     /// refuses (in leader mode, only the leader writes).
     pub fn write(&self, f: impl FnOnce(&S, &mut S, &mut Writer<'_>)) -> Result<(), GroupError> {
-        self.shared.input(|r, now| r.write(now, f))?.map_err(GroupError::from)
+        self.shared
+            .input(|r, now| r.write(now, f))?
+            .map_err(GroupError::from)
     }
 
     /// An application request: delivered to the leader as [`Event::Request`] (leader
@@ -626,19 +628,31 @@ impl<S: Bundle, R: Request> Core<S, R> {
         ];
         for (target, kind) in targets {
             let this = self.this.clone();
-            let callback = Closure::<dyn FnMut(web_sys::Event)>::new(move |event: web_sys::Event| {
-                if let Some(shared) = this.upgrade() {
-                    shared.page_event(kind, &event);
-                }
+            let callback =
+                Closure::<dyn FnMut(web_sys::Event)>::new(move |event: web_sys::Event| {
+                    if let Some(shared) = this.upgrade() {
+                        shared.page_event(kind, &event);
+                    }
+                });
+            let _ =
+                target.add_event_listener_with_callback(kind, callback.as_ref().unchecked_ref());
+            self.page.push(PageListener {
+                target,
+                kind,
+                callback,
             });
-            let _ = target.add_event_listener_with_callback(kind, callback.as_ref().unchecked_ref());
-            self.page.push((target, kind, callback));
         }
     }
 
     fn unlisten_to_page(&mut self) {
-        for (target, kind, callback) in self.page.drain(..) {
-            let _ = target.remove_event_listener_with_callback(kind, callback.as_ref().unchecked_ref());
+        for PageListener {
+            target,
+            kind,
+            callback,
+        } in self.page.drain(..)
+        {
+            let _ =
+                target.remove_event_listener_with_callback(kind, callback.as_ref().unchecked_ref());
         }
     }
 }
@@ -651,6 +665,13 @@ impl<S: Bundle, R: Request> Drop for Core<S, R> {
         self.leave(&mut queue);
         self.unlisten_to_page();
     }
+}
+
+/// A listener the driver added to the page (removed on close).
+struct PageListener {
+    target: EventTarget,
+    kind: &'static str,
+    callback: Closure<dyn FnMut(web_sys::Event)>,
 }
 
 /// The one `setTimeout` of a replica, set to its next deadline.

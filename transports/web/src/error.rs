@@ -113,7 +113,11 @@ pub(crate) fn describe(value: &JsValue) -> String {
     if let Some(e) = value.dyn_ref::<js_sys::Error>() {
         let name = String::from(e.name());
         let message = String::from(e.message());
-        return if message.is_empty() { name } else { format!("{name}: {message}") };
+        return if message.is_empty() {
+            name
+        } else {
+            format!("{name}: {message}")
+        };
     }
     match value.as_string() {
         Some(s) => s,

@@ -92,7 +92,10 @@ impl Hub {
         for f in listeners {
             if let Err(e) = f.call1(&JsValue::UNDEFINED, detail) {
                 // A throwing listener must not stop the others, nor the replica.
-                web_sys::console::error_2(&format!("replisync: a '{kind}' listener threw").into(), &e);
+                web_sys::console::error_2(
+                    &format!("replisync: a '{kind}' listener threw").into(),
+                    &e,
+                );
             }
         }
     }
@@ -148,7 +151,10 @@ impl Hub {
                     self.emit(
                         "leader",
                         &object(&[
-                            ("leader", leader.map_or(JsValue::NULL, |l| JsValue::from_str(&l))),
+                            (
+                                "leader",
+                                leader.map_or(JsValue::NULL, |l| JsValue::from_str(&l)),
+                            ),
                             ("term", JsValue::from_f64(term as f64)),
                             ("isLeader", JsValue::from_bool(is_leader)),
                         ]),
@@ -162,7 +168,10 @@ impl Hub {
                 let value = JSON::parse(request.as_str()).unwrap_or(JsValue::NULL);
                 self.emit(
                     "request",
-                    &object(&[("from", JsValue::from_str(&from.to_string())), ("value", value)]),
+                    &object(&[
+                        ("from", JsValue::from_str(&from.to_string())),
+                        ("value", value),
+                    ]),
                 );
             }
             Event::Degraded { reason } => {
@@ -251,7 +260,10 @@ impl Group {
 
     /// The channel in use: `'broadcast-channel'`, `'storage-event'` (the fallback), or
     /// `'unavailable'`.
-    #[wasm_bindgen(getter, unchecked_return_type = "'broadcast-channel' | 'storage-event' | 'unavailable'")]
+    #[wasm_bindgen(
+        getter,
+        unchecked_return_type = "'broadcast-channel' | 'storage-event' | 'unavailable'"
+    )]
     pub fn transport(&self) -> String {
         self.replica.channel_kind().to_string()
     }
@@ -385,7 +397,10 @@ impl Group {
             ))
         })?;
         if self.replica.is_closed() {
-            return Err(named_error("GroupClosedError", "the group is closed; open it again"));
+            return Err(named_error(
+                "GroupClosedError",
+                "the group is closed; open it again",
+            ));
         }
         let id = self.hub.next.get();
         self.hub.next.set(id + 1);
@@ -416,7 +431,10 @@ impl Group {
     pub fn await_leadership(&self) -> Promise {
         let mut ready: Option<Result<(), JsValue>> = None;
         if self.replica.is_closed() {
-            ready = Some(Err(named_error("GroupClosedError", "the group is closed; open it again")));
+            ready = Some(Err(named_error(
+                "GroupClosedError",
+                "the group is closed; open it again",
+            )));
         } else if self.replica.mode() == SyncMode::Distributed {
             ready = Some(Err(named_error(
                 "Error",
@@ -459,7 +477,14 @@ fn parse_options(options: &JsValue) -> Result<Options, JsValue> {
             show(options)
         )));
     }
-    const KNOWN: [&str; 6] = ["name", "mode", "transport", "storage", "locks", "flushIntervalMs"];
+    const KNOWN: [&str; 6] = [
+        "name",
+        "mode",
+        "transport",
+        "storage",
+        "locks",
+        "flushIntervalMs",
+    ];
     for key in Object::keys(options.unchecked_ref::<Object>()).iter() {
         let key = key.as_string().unwrap_or_default();
         if !KNOWN.contains(&key.as_str()) {
@@ -469,7 +494,8 @@ fn parse_options(options: &JsValue) -> Result<Options, JsValue> {
             )));
         }
     }
-    let get = |name: &str| Reflect::get(options, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED);
+    let get =
+        |name: &str| Reflect::get(options, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED);
     let name = get("name").as_string().ok_or_else(|| {
         type_error(&format!(
             "openGroup(options): options.name must be a string, got {}",
@@ -485,7 +511,11 @@ fn parse_options(options: &JsValue) -> Result<Options, JsValue> {
             Some(s) if allowed.contains(&s.as_str()) => Ok(Some(s)),
             _ => Err(type_error(&format!(
                 "openGroup(options): options.{option} must be one of {}, got {}",
-                allowed.iter().map(|a| format!("'{a}'")).collect::<Vec<_>>().join(", "),
+                allowed
+                    .iter()
+                    .map(|a| format!("'{a}'"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 show(&value)
             ))),
         }
@@ -509,11 +539,12 @@ fn parse_options(options: &JsValue) -> Result<Options, JsValue> {
         }
     }
     let mut parsed = Options::new(name, config);
-    parsed.channel = match choice("transport", &["auto", "broadcast-channel", "storage-event"])?.as_deref() {
-        Some("broadcast-channel") => ChannelChoice::BroadcastChannel,
-        Some("storage-event") => ChannelChoice::StorageEvent,
-        _ => ChannelChoice::Auto,
-    };
+    parsed.channel =
+        match choice("transport", &["auto", "broadcast-channel", "storage-event"])?.as_deref() {
+            Some("broadcast-channel") => ChannelChoice::BroadcastChannel,
+            Some("storage-event") => ChannelChoice::StorageEvent,
+            _ => ChannelChoice::Auto,
+        };
     parsed.storage = match choice("storage", &["auto", "local-storage", "memory"])?.as_deref() {
         Some("local-storage") => StorageChoice::LocalStorage,
         Some("memory") => StorageChoice::Memory,
@@ -606,7 +637,9 @@ fn open_error(e: &OpenError) -> JsValue {
 fn group_error(e: &GroupError) -> JsValue {
     match e {
         GroupError::Closed => named_error("GroupClosedError", &e.to_string()),
-        GroupError::Write(WriteError::NotLeader { .. }) => named_error("NotLeaderError", &e.to_string()),
+        GroupError::Write(WriteError::NotLeader { .. }) => {
+            named_error("NotLeaderError", &e.to_string())
+        }
         GroupError::Write(_) => named_error("WriteError", &e.to_string()),
     }
 }
@@ -617,13 +650,18 @@ fn degradation(reason: &Degradation) -> (&'static str, String) {
         Degradation::Transport(m) => ("transport", m.clone()),
         Degradation::StoreUnreadable(e) => (
             "store-unreadable",
-            format!("the stored state cannot be read ({e}); it is kept as it is and not written over"),
+            format!(
+                "the stored state cannot be read ({e}); it is kept as it is and not written over"
+            ),
         ),
         Degradation::StoreRecordDropped => (
             "store-record-dropped",
             "the stored state's last record was cut short and was dropped".into(),
         ),
-        Degradation::PersistFailed(e) => ("persist-failed", format!("the state could not be stored: {e}")),
+        Degradation::PersistFailed(e) => (
+            "persist-failed",
+            format!("the state could not be stored: {e}"),
+        ),
         Degradation::Unsendable(e) => ("unsendable", format!("a state could not be sent: {e}")),
         other => ("other", format!("{other:?}")),
     }

@@ -203,7 +203,9 @@ impl Store for WebStore {
         for (own, _, seq, key) in logs {
             // A key removed since it was listed (another tab compacted) is skipped:
             // the compaction that removed it holds its records.
-            let Some(value) = storage.get_item(&key).map_err(|e| Self::error("getItem", e))?
+            let Some(value) = storage
+                .get_item(&key)
+                .map_err(|e| Self::error("getItem", e))?
             else {
                 continue;
             };
@@ -289,7 +291,12 @@ mod tests {
     fn fresh(group: &str, me: u128) -> WebStore {
         let window = web_sys::window().unwrap();
         let names = Names::new(group).unwrap();
-        let (store, ok) = WebStore::open(&window, &names, SourceId::from_u128(me), StorageChoice::Auto);
+        let (store, ok) = WebStore::open(
+            &window,
+            &names,
+            SourceId::from_u128(me),
+            StorageChoice::Auto,
+        );
         ok.unwrap();
         store
     }
@@ -336,7 +343,10 @@ mod tests {
         assert_eq!(c.load().unwrap().as_deref(), Some(&b"A2A0A1B0"[..]));
         // A's own compaction replaces all of its keys.
         a.compact(b"A*").unwrap();
-        assert_eq!(fresh(group, 4).load().unwrap().as_deref(), Some(&b"A*A0A1B0"[..]));
+        assert_eq!(
+            fresh(group, 4).load().unwrap().as_deref(),
+            Some(&b"A*A0A1B0"[..])
+        );
         // Its own log comes back to a replica that keeps its id (a page restored
         // from the back-forward cache).
         let mut again = fresh(group, 1);
@@ -349,8 +359,12 @@ mod tests {
     fn memory_store_keeps_its_log() {
         let window = web_sys::window().unwrap();
         let names = Names::new("store-unit-memory").unwrap();
-        let (mut store, ok) =
-            WebStore::open(&window, &names, SourceId::from_u128(1), StorageChoice::Memory);
+        let (mut store, ok) = WebStore::open(
+            &window,
+            &names,
+            SourceId::from_u128(1),
+            StorageChoice::Memory,
+        );
         assert!(ok.is_ok());
         assert_eq!(store.kind(), StoreKind::Memory);
         store.compact(b"base").unwrap();

@@ -8,7 +8,9 @@ use std::rc::Rc;
 
 use js_sys::{Date, Function, Promise};
 use replisync::{Config, Degradation, Event, Lww, LwwMap, Merge};
-use replisync_web::{ChannelChoice, ChannelKind, OpenError, Options, StorageChoice, StoreKind, WebReplica};
+use replisync_web::{
+    ChannelChoice, ChannelKind, OpenError, Options, StorageChoice, StoreKind, WebReplica,
+};
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -116,7 +118,10 @@ async fn two_replicas_in_one_page_converge_over_broadcast_channel() {
     assert!(a.degradations().is_empty(), "{:?}", a.degradations());
 
     set_title(&a, "from a");
-    wait_for("b to see a's write", || title(&b).as_deref() == Some("from a")).await;
+    wait_for("b to see a's write", || {
+        title(&b).as_deref() == Some("from a")
+    })
+    .await;
     b.write(|s, d, w| d.scores = s.scores.write_insert("b".into(), 7, w))
         .unwrap();
     wait_for("a to see b's write", || {
@@ -148,7 +153,9 @@ async fn a_request_reaches_the_leader_which_answers_by_writing() {
     .await;
     assert!(!follower.is_leader());
     assert!(
-        follower.write(|s, d, w| d.title = s.title.write("no".into(), w)).is_err(),
+        follower
+            .write(|s, d, w| d.title = s.title.write("no".into(), w))
+            .is_err(),
         "a follower does not write in leader mode"
     );
     follower.request("asked by the follower".into()).unwrap();
@@ -163,7 +170,9 @@ async fn a_request_reaches_the_leader_which_answers_by_writing() {
 #[wasm_bindgen_test]
 async fn one_leader_and_a_closed_leader_hands_over() {
     let group = unique("leader");
-    let tabs: Vec<Tab> = (0..3).map(|_| open(&group, Config::leader(), |_| {})).collect();
+    let tabs: Vec<Tab> = (0..3)
+        .map(|_| open(&group, Config::leader(), |_| {}))
+        .collect();
     wait_for("exactly one leader that every tab knows", || {
         let leaders: Vec<_> = tabs.iter().filter(|t| t.is_leader()).collect();
         leaders.len() == 1 && tabs.iter().all(|t| t.leader() == Some(leaders[0].source()))
@@ -172,7 +181,12 @@ async fn one_leader_and_a_closed_leader_hands_over() {
     let first = tabs.iter().position(|t| t.is_leader()).unwrap();
     let term = tabs[first].term();
     tabs[first].close();
-    let rest: Vec<&Tab> = tabs.iter().enumerate().filter(|(i, _)| *i != first).map(|(_, t)| t).collect();
+    let rest: Vec<&Tab> = tabs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != first)
+        .map(|(_, t)| t)
+        .collect();
     wait_for("another tab to lead, in a newer term", || {
         let leaders: Vec<_> = rest.iter().filter(|t| t.is_leader()).collect();
         leaders.len() == 1
@@ -191,8 +205,12 @@ async fn storage_event_fallback_reaches_a_second_document() {
     let (iframe, frame_window) = frame();
     // The frame has no BroadcastChannel: it falls back, and says so.
     run_js("delete t.BroadcastChannel;", frame_window.unchecked_ref());
-    let here = open(&group, Config::distributed(), |o| o.channel = ChannelChoice::StorageEvent);
-    let there = open(&group, Config::distributed(), |o| o.window = Some(frame_window.clone()));
+    let here = open(&group, Config::distributed(), |o| {
+        o.channel = ChannelChoice::StorageEvent
+    });
+    let there = open(&group, Config::distributed(), |o| {
+        o.window = Some(frame_window.clone())
+    });
     assert_eq!(here.channel_kind(), ChannelKind::StorageEvent);
     assert_eq!(there.channel_kind(), ChannelKind::StorageEvent);
     assert!(here.degradations().is_empty(), "asked for, not a fallback");
@@ -203,7 +221,12 @@ async fn storage_event_fallback_reaches_a_second_document() {
     );
     let told = record(&there);
     assert!(
-        told.borrow().iter().any(|e| matches!(e, Event::Degraded { reason: Degradation::Transport(_) })),
+        told.borrow().iter().any(|e| matches!(
+            e,
+            Event::Degraded {
+                reason: Degradation::Transport(_)
+            }
+        )),
         "the first listener hears the degradation raised at open"
     );
 
@@ -245,9 +268,14 @@ async fn without_local_storage_the_state_is_kept_in_memory_and_reported() {
         o.storage = StorageChoice::LocalStorage;
         o
     });
-    assert!(matches!(insisted, Err(OpenError::StorageUnavailable(ref why)) if why.contains("SecurityError")), "{insisted:?}");
+    assert!(
+        matches!(insisted, Err(OpenError::StorageUnavailable(ref why)) if why.contains("SecurityError")),
+        "{insisted:?}"
+    );
 
-    let degraded = open(&group, Config::distributed(), |o| o.window = Some(frame_window.clone()));
+    let degraded = open(&group, Config::distributed(), |o| {
+        o.window = Some(frame_window.clone())
+    });
     assert_eq!(degraded.store_kind(), StoreKind::Memory);
     let told = record(&degraded);
     assert!(
@@ -258,7 +286,10 @@ async fn without_local_storage_the_state_is_kept_in_memory_and_reported() {
     // BroadcastChannel still carries the group.
     let peer = open(&group, Config::distributed(), |_| {});
     set_title(&degraded, "kept in memory");
-    wait_for("the peer to see the write", || title(&peer).as_deref() == Some("kept in memory")).await;
+    wait_for("the peer to see the write", || {
+        title(&peer).as_deref() == Some("kept in memory")
+    })
+    .await;
     degraded.close();
     peer.close();
     iframe.remove();
@@ -293,7 +324,11 @@ async fn a_full_quota_is_reported_and_the_log_is_written_whole_once_there_is_roo
     set_title(&tab, "small");
     tab.close();
     let later = open(&group, Config::distributed(), |_| {});
-    assert_eq!(title(&later).as_deref(), Some("small"), "restored from localStorage");
+    assert_eq!(
+        title(&later).as_deref(),
+        Some("small"),
+        "restored from localStorage"
+    );
     later.close();
 }
 
@@ -318,24 +353,45 @@ async fn pagehide_leaves_and_pageshow_from_the_cache_joins_again() {
     let (iframe, frame_window) = frame();
     let here = open(&group, Config::distributed(), |_| {});
     let told = record(&here);
-    let there = open(&group, Config::distributed(), |o| o.window = Some(frame_window.clone()));
+    let there = open(&group, Config::distributed(), |o| {
+        o.window = Some(frame_window.clone())
+    });
     let id = there.source();
     set_title(&there, "before");
-    wait_for("the write before pagehide", || title(&here).as_deref() == Some("before")).await;
-
-    run_js("t.dispatchEvent(new PageTransitionEvent('pagehide', { persisted: true }));", frame_window.unchecked_ref());
-    wait_for("a goodbye from the hidden page", || {
-        told.borrow().iter().any(|e| matches!(e, Event::PeerLeft { peer, said_goodbye: true } if *peer == id))
+    wait_for("the write before pagehide", || {
+        title(&here).as_deref() == Some("before")
     })
     .await;
-    assert!(there.write(|s, d, w| d.title = s.title.write("away".into(), w)).is_err());
+
+    run_js(
+        "t.dispatchEvent(new PageTransitionEvent('pagehide', { persisted: true }));",
+        frame_window.unchecked_ref(),
+    );
+    wait_for("a goodbye from the hidden page", || {
+        told.borrow()
+            .iter()
+            .any(|e| matches!(e, Event::PeerLeft { peer, said_goodbye: true } if *peer == id))
+    })
+    .await;
+    assert!(there
+        .write(|s, d, w| d.title = s.title.write("away".into(), w))
+        .is_err());
     set_title(&here, "while away");
 
-    run_js("t.dispatchEvent(new PageTransitionEvent('pageshow', { persisted: true }));", frame_window.unchecked_ref());
+    run_js(
+        "t.dispatchEvent(new PageTransitionEvent('pageshow', { persisted: true }));",
+        frame_window.unchecked_ref(),
+    );
     assert_eq!(there.source(), id, "the same id after the cache");
-    wait_for("the returning page to catch up", || title(&there).as_deref() == Some("while away")).await;
+    wait_for("the returning page to catch up", || {
+        title(&there).as_deref() == Some("while away")
+    })
+    .await;
     set_title(&there, "after");
-    wait_for("the returning page's write", || title(&here).as_deref() == Some("after")).await;
+    wait_for("the returning page's write", || {
+        title(&here).as_deref() == Some("after")
+    })
+    .await;
     here.close();
     there.close();
     iframe.remove();
