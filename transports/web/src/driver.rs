@@ -3,18 +3,20 @@
 //!
 //! Every browser callback (a message, the timer, a lifecycle event) and every call of
 //! the application is one input to the replica, followed by draining all its outputs:
-//! messages go to the channel, persists to the store, events to the listeners, and the
-//! next deadline to one `setTimeout`. Listeners run after the replica is released, so
-//! they may call back into it (a leader answering a request by writing, say); events
-//! raised meanwhile are delivered in order after theirs.
+//! messages go to the channel, events to the listeners, the next deadline to one
+//! `setTimeout`, and then, still in the same task, persists to the store. Listeners run
+//! after the replica is released, so they may call back into it (a leader answering a
+//! request by writing, say); events raised meanwhile are delivered in order after
+//! theirs. The store comes last so that it is off the path of a round trip: a message
+//! and the listeners' answers to it are out before localStorage is written.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 
 use replisync::{
-    Bundle, Clock, Config, Degradation, Event, Lease, Lifecycle, Now, Replica, Request, SourceId,
-    Stats, Store, SyncMode, Writer,
+    Bundle, Clock, Config, Degradation, Event, Lease, Lifecycle, Now, Persist, Replica, Request,
+    SourceId, Stats, Store, SyncMode, Writer,
 };
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::JsCast;
@@ -47,6 +49,15 @@ pub struct Options {
     pub locks: bool,
     /// This replica's id; a random one (from `crypto.getRandomValues`) by default.
     pub source: Option<SourceId>,
+    /// How long the store's writes wait, so that a burst of changes costs one
+    /// localStorage write (0, the default: written in the task that made them).
+    ///
+    /// Each localStorage write costs every other tab of the origin some work (the
+    /// browser keeps their copies in step), which slows messages on their way while
+    /// writes follow each other closely. Delayed writes are written at once when the
+    /// page is hidden, frozen or left; what a crash within the delay loses survives in
+    /// the tabs that received it.
+    pub store_delay_ms: u32,
     /// The window whose channel, storage and lifecycle to use; the global `window` by
     /// default (tests pass a frame's).
     pub window: Option<Window>,
@@ -62,6 +73,7 @@ impl Options {
             storage: StorageChoice::Auto,
             locks: true,
             source: None,
+            store_delay_ms: 0,
             window: None,
         }
     }
@@ -172,6 +184,11 @@ struct Core<S: Bundle, R: Request> {
     store_loaded: bool,
     store_failing: bool,
     send_failing: bool,
+    /// Persists drained from the replica, applied after the listeners ran.
+    unsaved: VecDeque<Persist>,
+    store_delay_ms: u32,
+    /// Applies `unsaved` after `store_delay_ms`.
+    save_timer: Timer,
     timer: Timer,
     page: Vec<PageListener>,
     phase: Phase,
@@ -216,7 +233,14 @@ impl<S: Bundle, R: Request> WebReplica<S, R> {
         }
         let clock = BrowserClock::new(&window);
         let shared = Rc::new_cyclic(|this: &Weak<Shared<S, R>>| {
-            let timer = Timer::new(&window, this.clone());
+            let timer = Timer::new(&window, this.clone(), |shared| {
+                shared.core.borrow_mut().timer.fired();
+                let _ = shared.input(|r, now| r.handle_timeout(now));
+            });
+            let save_timer = Timer::new(&window, this.clone(), |shared| {
+                shared.core.borrow_mut().save_timer.fired();
+                shared.save(true);
+            });
             Shared {
                 core: RefCell::new(Core {
                     this: this.clone(),
@@ -233,6 +257,9 @@ impl<S: Bundle, R: Request> WebReplica<S, R> {
                     store_loaded: false,
                     store_failing: false,
                     send_failing: false,
+                    unsaved: VecDeque::new(),
+                    store_delay_ms: options.store_delay_ms,
+                    save_timer,
                     timer,
                     page: Vec::new(),
                     phase: Phase::Away,
@@ -406,7 +433,36 @@ impl<S: Bundle, R: Request> Shared<S, R> {
             out
         };
         self.deliver();
+        self.save(false);
         Ok(out)
+    }
+
+    /// Applies the persists of the inputs so far to the store: after the listeners ran,
+    /// so that the messages and the listeners' answers to them are out first; at once,
+    /// or after [`Options::store_delay_ms`] unless `now`.
+    fn save(self: &Rc<Self>, now: bool) {
+        let raised = {
+            let mut core = self.core.borrow_mut();
+            if core.unsaved.is_empty() {
+                return;
+            }
+            if !now && core.store_delay_ms > 0 {
+                if core.save_timer.due.is_none() {
+                    let now_ms = core.clock.now().mono_ms;
+                    let at = now_ms + u64::from(core.store_delay_ms);
+                    core.save_timer.schedule(Some(at), now_ms);
+                }
+                return;
+            }
+            core.save_timer.cancel();
+            let mut queue = self.queue.borrow_mut();
+            let before = queue.len();
+            core.save(&mut queue);
+            queue.len() > before
+        };
+        if raised {
+            self.deliver();
+        }
     }
 
     /// A page lifecycle event.
@@ -456,6 +512,10 @@ impl<S: Bundle, R: Request> Shared<S, R> {
         };
         if let Some(signal) = signal {
             let _ = self.input(|r, now| r.handle_lifecycle(now, signal));
+            if matches!(signal, Lifecycle::Hidden | Lifecycle::Freeze) {
+                // A hidden or frozen page may be discarded without another event.
+                self.save(true);
+            }
         }
     }
 
@@ -575,19 +635,8 @@ impl<S: Bundle, R: Request> Core<S, R> {
             }
         }
         while let Some(persist) = self.replica.poll_persist() {
-            if !self.store_loaded {
-                continue;
-            }
-            match self.store.persist(&persist) {
-                Ok(()) => self.store_failing = false,
-                Err(e) => {
-                    if !self.store_failing {
-                        self.store_failing = true;
-                        let reason = Degradation::Store(e.to_string());
-                        self.degradations.push(reason.clone());
-                        queue.push_back(Event::Degraded { reason });
-                    }
-                }
+            if self.store_loaded {
+                self.unsaved.push_back(persist);
             }
         }
         while let Some(event) = self.replica.poll_event() {
@@ -601,6 +650,23 @@ impl<S: Bundle, R: Request> Core<S, R> {
         self.timer.schedule(due, now.mono_ms);
     }
 
+    /// Applies the pending persists to the store, in order.
+    fn save(&mut self, queue: &mut VecDeque<Event<R>>) {
+        while let Some(persist) = self.unsaved.pop_front() {
+            match self.store.persist(&persist) {
+                Ok(()) => self.store_failing = false,
+                Err(e) => {
+                    if !self.store_failing {
+                        self.store_failing = true;
+                        let reason = Degradation::Store(e.to_string());
+                        self.degradations.push(reason.clone());
+                        queue.push_back(Event::Degraded { reason });
+                    }
+                }
+            }
+        }
+    }
+
     /// Leaves: the replica says goodbye (after sending pending writes and releasing the
     /// lease), then the channel closes and the timer stops.
     fn leave(&mut self, queue: &mut VecDeque<Event<R>>) {
@@ -609,6 +675,8 @@ impl<S: Bundle, R: Request> Core<S, R> {
             self.replica.handle_lifecycle(now, Lifecycle::Leave);
             self.pump(queue);
         }
+        self.save(queue);
+        self.save_timer.cancel();
         if let Some(mut channel) = self.channel.take() {
             channel.close();
         }
@@ -683,15 +751,15 @@ struct Timer {
 }
 
 impl Timer {
-    fn new<S: Bundle, R: Request>(window: &Window, this: Weak<Shared<S, R>>) -> Self {
+    /// A timer that calls `fire` with the driver (if it is still there).
+    fn new<S: Bundle, R: Request>(
+        window: &Window,
+        this: Weak<Shared<S, R>>,
+        fire: fn(&Rc<Shared<S, R>>),
+    ) -> Self {
         let callback = Closure::<dyn FnMut()>::new(move || {
             if let Some(shared) = this.upgrade() {
-                {
-                    let mut core = shared.core.borrow_mut();
-                    core.timer.handle = None;
-                    core.timer.due = None;
-                }
-                let _ = shared.input(|r, now| r.handle_timeout(now));
+                fire(&shared);
             }
         });
         Timer {
@@ -700,6 +768,12 @@ impl Timer {
             handle: None,
             due: None,
         }
+    }
+
+    /// Marks the timer as fired (call first thing in its callback).
+    fn fired(&mut self) {
+        self.handle = None;
+        self.due = None;
     }
 
     /// Fires at `due` (local monotonic ms), or never.

@@ -39,6 +39,9 @@ export interface GroupOptions {
   locks?: boolean;
   /** Coalesce writes for this many milliseconds before sending them (default 0: at once). */
   flushIntervalMs?: number;
+  /** Delay localStorage writes by this many milliseconds, so that a burst of changes is
+   *  stored once (default 0: stored at once). Written at once when the page is hidden or left. */
+  storeDelayMs?: number;
 }
 
 /** `change`: keys whose value changed (set, deleted, or merged from another tab). */
@@ -477,13 +480,14 @@ fn parse_options(options: &JsValue) -> Result<Options, JsValue> {
             show(options)
         )));
     }
-    const KNOWN: [&str; 6] = [
+    const KNOWN: [&str; 7] = [
         "name",
         "mode",
         "transport",
         "storage",
         "locks",
         "flushIntervalMs",
+        "storeDelayMs",
     ];
     for key in Object::keys(options.unchecked_ref::<Object>()).iter() {
         let key = key.as_string().unwrap_or_default();
@@ -524,21 +528,24 @@ fn parse_options(options: &JsValue) -> Result<Options, JsValue> {
         Some("distributed") => Config::distributed(),
         _ => Config::leader(),
     };
-    let flush = get("flushIntervalMs");
-    if !flush.is_undefined() {
-        match flush.as_f64() {
-            Some(ms) if ms >= 0.0 && ms.fract() == 0.0 && ms <= 3_600_000.0 => {
-                config.flush_interval_ms = ms as u64;
-            }
-            _ => {
-                return Err(type_error(&format!(
-                    "openGroup(options): options.flushIntervalMs must be a whole number of milliseconds from 0 to 3600000, got {}",
-                    show(&flush)
-                )))
-            }
+    let millis = |option: &str| -> Result<Option<u32>, JsValue> {
+        let value = get(option);
+        if value.is_undefined() {
+            return Ok(None);
         }
+        match value.as_f64() {
+            Some(ms) if (0.0..=3_600_000.0).contains(&ms) && ms.fract() == 0.0 => Ok(Some(ms as u32)),
+            _ => Err(type_error(&format!(
+                "openGroup(options): options.{option} must be a whole number of milliseconds from 0 to 3600000, got {}",
+                show(&value)
+            ))),
+        }
+    };
+    if let Some(ms) = millis("flushIntervalMs")? {
+        config.flush_interval_ms = u64::from(ms);
     }
     let mut parsed = Options::new(name, config);
+    parsed.store_delay_ms = millis("storeDelayMs")?.unwrap_or(0);
     parsed.channel =
         match choice("transport", &["auto", "broadcast-channel", "storage-event"])?.as_deref() {
             Some("broadcast-channel") => ChannelChoice::BroadcastChannel,

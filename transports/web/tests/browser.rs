@@ -432,3 +432,31 @@ async fn listeners_may_write_and_unsubscribe_while_events_are_delivered() {
         Err(replisync_web::GroupError::Closed)
     ));
 }
+
+/// The group's store-log keys in localStorage.
+fn log_keys(group: &str) -> usize {
+    let storage = window().local_storage().unwrap().unwrap();
+    (0..storage.length().unwrap())
+        .filter_map(|i| storage.key(i).unwrap())
+        .filter(|k| k.contains(group) && k.contains(":log:"))
+        .count()
+}
+
+#[wasm_bindgen_test]
+async fn delayed_store_writes_wait_and_are_written_on_leaving() {
+    let group = unique("store-delay");
+    let tab = open(&group, Config::distributed(), |o| o.store_delay_ms = 60_000);
+    set_title(&tab, "later");
+    assert_eq!(log_keys(&group), 0, "nothing written yet");
+    tab.close();
+    assert!(log_keys(&group) > 0, "written on leaving");
+    let again = open(&group, Config::distributed(), |_| {});
+    assert_eq!(title(&again).as_deref(), Some("later"));
+    again.close();
+
+    let quick = open(&group, Config::distributed(), |o| o.store_delay_ms = 1);
+    set_title(&quick, "soon");
+    let before = log_keys(&group);
+    wait_for("the delayed write", || log_keys(&group) != before).await;
+    quick.close();
+}
