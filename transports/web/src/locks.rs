@@ -47,6 +47,8 @@ pub(crate) enum LockState {
 
 struct Inner {
     state: LockState,
+    /// [`Lock::release`] was called (a settle without it, while held, is a loss).
+    released: bool,
     /// Resolves the promise the lock callback returned: releases the lock.
     release: Option<Function>,
     abort: Option<AbortController>,
@@ -73,11 +75,13 @@ fn lock_manager(window: &Window) -> Option<LockManager> {
 
 impl Lock {
     /// Queues a request for the exclusive lock `name`; `granted` runs when the browser
-    /// grants it (from a later task, never from inside this call).
+    /// grants it, `lost` if a held lock ends without [`Lock::release`] (both from a
+    /// later task, never from inside this call).
     pub fn request(
         window: &Window,
         name: &str,
         mut granted: impl FnMut() + 'static,
+        mut lost: impl FnMut() + 'static,
     ) -> Result<Lock, String> {
         let manager =
             lock_manager(window).ok_or_else(|| "navigator.locks is missing".to_owned())?;
@@ -87,6 +91,7 @@ impl Lock {
         let _ = Reflect::set(&options, &"signal".into(), &abort.signal());
         let inner = Rc::new(RefCell::new(Inner {
             state: LockState::Queued,
+            released: false,
             release: None,
             abort: Some(abort),
         }));
@@ -109,9 +114,16 @@ impl Lock {
         });
         let on_settle = inner.clone();
         let settle = Closure::<dyn FnMut(JsValue)>::new(move |_| {
-            let mut inner = on_settle.borrow_mut();
-            inner.state = LockState::Done;
-            inner.release = None;
+            let was_lost = {
+                let mut inner = on_settle.borrow_mut();
+                let was_held = inner.state == LockState::Held;
+                inner.state = LockState::Done;
+                inner.release = None;
+                was_held && !inner.released
+            };
+            if was_lost {
+                lost();
+            }
         });
         let asked = manager
             .request(name, &options, callback.as_ref().unchecked_ref())
@@ -134,6 +146,7 @@ impl Lock {
     /// Releases the lock if held, withdraws the request if queued. Idempotent.
     pub fn release(&self) {
         let mut inner = self.inner.borrow_mut();
+        inner.released = true;
         if let Some(resolve) = inner.release.take() {
             let _ = resolve.call0(&JsValue::UNDEFINED);
         }
@@ -149,6 +162,28 @@ impl Lock {
     pub fn settled(&self) -> Promise {
         self.settled.clone()
     }
+}
+
+/// The last term granted under the group's lock, kept in localStorage (Web Locks have
+/// no terms of their own); 0 if none or unreadable.
+pub(crate) fn stored_term(storage: &web_sys::Storage, key: &str) -> u64 {
+    storage
+        .get_item(key)
+        .ok()
+        .flatten()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Raises the stored term to `term` (only while holding the lock, so terms strictly
+/// increase across holders).
+pub(crate) fn store_term(storage: &web_sys::Storage, key: &str, term: u64) -> Result<(), String> {
+    if stored_term(storage, key) >= term {
+        return Ok(());
+    }
+    storage
+        .set_item(key, &term.to_string())
+        .map_err(|e| describe(&e))
 }
 
 #[cfg(test)]
@@ -181,10 +216,20 @@ mod tests {
         let name = format!("lock-unit-{}", js_sys::Math::random());
         let grants = Rc::new(Cell::new((0, 0)));
         let (ga, gb) = (grants.clone(), grants.clone());
-        let a =
-            Lock::request(&window, &name, move || ga.set((ga.get().0 + 1, ga.get().1))).unwrap();
-        let b =
-            Lock::request(&window, &name, move || gb.set((gb.get().0, gb.get().1 + 1))).unwrap();
+        let a = Lock::request(
+            &window,
+            &name,
+            move || ga.set((ga.get().0 + 1, ga.get().1)),
+            || panic!("not lost"),
+        )
+        .unwrap();
+        let b = Lock::request(
+            &window,
+            &name,
+            move || gb.set((gb.get().0, gb.get().1 + 1)),
+            || panic!("not lost"),
+        )
+        .unwrap();
         until("a's grant", || a.state() == LockState::Held).await;
         assert_eq!(b.state(), LockState::Queued);
         assert_eq!(grants.get(), (1, 0));
@@ -193,7 +238,13 @@ mod tests {
         until("b's grant", || b.state() == LockState::Held).await;
         assert_eq!(grants.get(), (1, 1));
         // A queued request withdrawn never gets the lock.
-        let c = Lock::request(&window, &name, || panic!("withdrawn")).unwrap();
+        let c = Lock::request(
+            &window,
+            &name,
+            || panic!("withdrawn"),
+            || panic!("not lost"),
+        )
+        .unwrap();
         c.release();
         JsFuture::from(c.settled()).await.unwrap();
         assert_eq!(c.state(), LockState::Done);
