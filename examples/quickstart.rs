@@ -54,9 +54,10 @@ fn main() -> Result<(), Error> {
     let authority = MutexAuthority::new(clock);
     let mut nodes = Vec::new();
     for name in 1..=3 {
-        let replica = Replica::new(config.clone(), SourceId::from_u128(name))?
-            .with_authority(Box::new(authority.clone()));
-        let mut driver = Driver::new(replica, hub.connect()).clock(clock);
+        let replica = Replica::new(config.clone(), SourceId::from_u128(name))?;
+        let mut driver = Driver::new(replica, hub.connect())
+            .clock(clock)
+            .authority(authority.clone());
         let events = driver.subscribe();
         nodes.push(Node {
             name,

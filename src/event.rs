@@ -96,7 +96,8 @@ pub enum LeadershipLoss {
     RenewDeadline,
     /// It slept; it will re-validate before acting again.
     Slept,
-    /// The lease authority refused the renewal.
+    /// The lease authority no longer grants the term: it refused a renewal, reported
+    /// the grant lost, or the grant ran out before a renewal was answered.
     AuthorityRefused,
     /// A message showed that a newer term exists, though its lease record has not
     /// arrived yet: this replica's term is over.

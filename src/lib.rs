@@ -23,12 +23,15 @@
 //!   [`handle_message`](Replica::handle_message) (bytes from the transport),
 //!   [`handle_timeout`](Replica::handle_timeout) (its deadline came),
 //!   [`handle_lifecycle`](Replica::handle_lifecycle) (hidden, resumed, leaving),
+//!   [`handle_authority`](Replica::handle_authority) (a lease authority's answer),
 //!   [`write`](Replica::write) and [`request`](Replica::request) (the application), and
 //!   [`restore`](Replica::restore) once before the first input;
 //! - **outputs**, drained after every input:
 //!   [`poll_transmit`](Replica::poll_transmit) (bytes to broadcast),
 //!   [`poll_persist`](Replica::poll_persist) (a [`Persist`] for the [`Store`]),
-//!   [`poll_event`](Replica::poll_event) (an [`Event`] for the application), and
+//!   [`poll_event`](Replica::poll_event) (an [`Event`] for the application),
+//!   [`poll_authority`](Replica::poll_authority) (a request for the lease
+//!   [authority](authority::AuthorityRequest)), and
 //!   [`poll_timeout`](Replica::poll_timeout) (when to call `handle_timeout` next);
 //! - **getters**: [`state`](Replica::state), [`is_leader`](Replica::is_leader),
 //!   [`leader`](Replica::leader), [`lease`](Replica::lease), [`stats`](Replica::stats);
@@ -160,7 +163,7 @@ extern crate self as replisync;
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-mod authority;
+pub mod authority;
 mod bundle;
 mod clock;
 mod config;
@@ -177,7 +180,6 @@ mod store;
 mod wire;
 mod writer;
 
-pub use authority::{LeaseAuthority, MutexAuthority, Refused};
 pub use bundle::{Bundle, Request};
 #[cfg(not(target_arch = "wasm32"))]
 pub use clock::SystemClock;
@@ -209,6 +211,6 @@ mod driver;
 #[cfg(not(target_arch = "wasm32"))]
 mod hub;
 #[cfg(not(target_arch = "wasm32"))]
-pub use driver::{Driver, DriverError, Handle, Transport};
+pub use driver::{Authority, Driver, DriverError, Handle, MutexAuthority, Transport};
 #[cfg(not(target_arch = "wasm32"))]
 pub use hub::{Hub, HubLink};

@@ -22,7 +22,7 @@ use crate::{Event, Lifecycle, Replica, SourceId, Stats, Writer};
 /// The thread stops on [`leave`](Handle::leave), on [`crash`](Handle::crash), when
 /// its transport closes (it leaves then), or when the last handle is dropped: it leaves
 /// cleanly, and the drop waits for the thread to end. After that, calls return
-/// [`DriverError::Stopped`] and event streams disconnect once drained. See [`Driver`]
+/// [`DriverError::Stopped`] and event streams disconnect once drained. See [`Driver`](crate::Driver)
 /// for an example.
 pub struct Handle<S, R = ()> {
     pub(super) inner: Arc<Inner<S, R>>,
@@ -60,7 +60,7 @@ where
     ///
     /// # Errors
     ///
-    /// [`DriverError::Write`] with [`WriteError::NotLeader`] on a follower in leader
+    /// [`DriverError::Write`] with [`WriteError::NotLeader`](crate::WriteError::NotLeader) on a follower in leader
     /// mode (send a [request](Handle::request) instead); [`DriverError::Stopped`].
     pub fn write<F>(&self, f: F) -> Result<(), DriverError>
     where
@@ -130,7 +130,7 @@ where
     }
 
     /// A stream of the replica's events from now on. Read it or drop it: it is
-    /// unbounded. It disconnects when the driver stops. ([`Driver::subscribe`]
+    /// unbounded. It disconnects when the driver stops. ([`Driver::subscribe`](crate::Driver::subscribe)
     /// subscribes before the start.)
     pub fn subscribe(&self) -> Receiver<Event<R>> {
         let (tx, rx) = crossbeam_channel::unbounded();

@@ -2,8 +2,9 @@
 //! a cloneable [`Handle`].
 //!
 //! The thread owns the replica, its [`Transport`], a [`Clock`] and an optional
-//! [`Store`]. It waits, with `crossbeam_channel::select!` and no polling, on three
-//! things at once: bytes from the transport, a command from a handle, and the replica's
+//! [`Store`], and an optional lease [`Authority`]. It waits, with
+//! `crossbeam_channel::select!` and no polling, on four things at once: bytes from the
+//! transport, an answer of the authority, a command from a handle, and the replica's
 //! next deadline. After each input it drains the replica's outputs: messages to the
 //! transport, bytes to the store, events to every subscriber.
 
@@ -13,15 +14,18 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::authority::AuthorityAnswer;
 use crate::bundle::{Bundle, Request};
 use crate::{Clock, Degradation, Event, Lifecycle, Replica, Store, SystemClock, WriteError};
 
+mod authority;
 mod handle;
 mod store;
 #[cfg(test)]
 mod tests;
 mod transport;
 
+pub use authority::{Authority, MutexAuthority};
 pub use handle::Handle;
 use handle::Inner;
 use store::DynStore;
@@ -124,6 +128,7 @@ pub struct Driver<S, R, T> {
     transport: T,
     clock: Box<dyn Clock + Send>,
     store: Option<Box<dyn DynStore>>,
+    authority: Option<Box<dyn Authority>>,
     subscribers: Vec<Sender<Event<R>>>,
 }
 
@@ -132,6 +137,7 @@ impl<S, R, T> fmt::Debug for Driver<S, R, T> {
         f.debug_struct("Driver")
             .field("replica", &self.replica)
             .field("store", &self.store.is_some())
+            .field("authority", &self.authority.is_some())
             .field("subscribers", &self.subscribers.len())
             .finish_non_exhaustive()
     }
@@ -151,8 +157,19 @@ where
             transport,
             clock: Box::new(SystemClock::new()),
             store: None,
+            authority: None,
             subscribers: Vec::new(),
         }
+    }
+
+    /// Makes the lease exclusive through `authority` (leader mode): the replica leads
+    /// only while the authority grants it the term (see
+    /// [`Replica::with_authority`]). The driver carries out the replica's requests
+    /// and hands it every answer as it arrives.
+    pub fn authority(mut self, authority: impl Authority + 'static) -> Self {
+        self.replica.use_authority();
+        self.authority = Some(Box::new(authority));
+        self
     }
 
     /// Reads time from `clock` (the one the replica was built with).
@@ -188,6 +205,7 @@ where
             transport,
             clock,
             mut store,
+            authority,
             subscribers,
         } = self;
         let source = replica.source();
@@ -213,10 +231,15 @@ where
         }
         let (commands, inbox) = crossbeam_channel::unbounded();
         let incoming = transport.incoming();
+        let answers = authority
+            .as_ref()
+            .map_or_else(crossbeam_channel::never, |a| a.answers());
         let mut runner = Runner {
             replica,
             transport,
             incoming,
+            authority,
+            answers,
             inbox,
             clock,
             store,
@@ -259,6 +282,8 @@ struct Runner<S, R, T> {
     replica: Replica<S, R>,
     transport: T,
     incoming: Receiver<Vec<u8>>,
+    authority: Option<Box<dyn Authority>>,
+    answers: Receiver<AuthorityAnswer>,
     inbox: Receiver<Command<S, R>>,
     clock: Box<dyn Clock + Send>,
     store: Option<Box<dyn DynStore>>,
@@ -302,6 +327,19 @@ where
                             ),
                         });
                         break Exit::Leave;
+                    }
+                },
+                recv(self.answers) -> answer => match answer {
+                    Ok(answer) => {
+                        let now = self.clock.now();
+                        self.replica.handle_authority(now, answer);
+                    }
+                    Err(_) => {
+                        // The authority is gone: no grant can come again. A leader
+                        // stops when its grant runs out; a lock-like adapter reports
+                        // the loss before it drops its channel.
+                        tracing::warn!(%source, "lease authority closed");
+                        self.answers = crossbeam_channel::never();
                     }
                 },
                 recv(self.inbox) -> command => match command {
@@ -357,6 +395,11 @@ where
     /// Hands every output of the replica to the transport, the store and the
     /// subscribers.
     fn drain(&mut self) {
+        while let Some(request) = self.replica.poll_authority() {
+            if let Some(authority) = self.authority.as_mut() {
+                authority.handle(self.replica.source(), request);
+            }
+        }
         while let Some(bytes) = self.replica.poll_transmit() {
             match self.transport.broadcast(&bytes) {
                 Ok(()) => self.send_failing = false,

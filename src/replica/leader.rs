@@ -1,14 +1,15 @@
 //! Leader mode: claiming, renewing, releasing and losing the lease; fencing by term.
 
 use super::{Replica, State};
+use crate::authority::AuthorityAnswer;
 use crate::bundle::{Bundle, Request};
 use crate::stamp::MAX_TERM;
 use crate::wire::Body;
 use crate::{Event, LeadershipLoss, Lease, Now, SourceId, SyncMode};
 
 impl<S: Bundle, R: Request> Replica<S, R> {
-    /// Before an input: a leader whose renew deadline passed, or whose authority no
-    /// longer confirms its grant, stops acting before it handles anything.
+    /// Before an input: a leader whose renew deadline passed, or whose authority grant
+    /// is about to run out unrenewed, stops acting before it handles anything.
     pub(super) fn lease_validate(&mut self, now: Now) {
         let Some(term) = self.leading else {
             return;
@@ -18,18 +19,9 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             .is_leader(self.state.lease.as_ref(), self.me, now.mono_ms)
         {
             self.lose(term, LeadershipLoss::RenewDeadline, now);
-        } else if let Some(authority) = self.authority.as_ref() {
-            // Stop a margin (the allowed delay) before the grant runs out, as the renew
-            // deadline stops the holder before followers count the lease expired.
-            let margin = self.config.lease.max_delay_ms;
-            match authority.remaining_ms(self.me, term) {
-                Some(left) if left > margin => {
-                    self.authority_until = Some(now.mono_ms + (left - margin));
-                }
-                _ => {
-                    self.authority_until = None;
-                    self.lose(term, LeadershipLoss::AuthorityRefused, now);
-                }
+        } else if let Some(link) = self.authority.as_ref() {
+            if link.until(term).is_none_or(|until| now.mono_ms >= until) {
+                self.authority_gone(term, now);
             }
         }
     }
@@ -86,8 +78,12 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         if self.config.mode != SyncMode::Leader {
             return None;
         }
-        if self.leading.is_some() {
-            let until = self.authority_until.unwrap_or(u64::MAX);
+        if let Some(term) = self.leading {
+            let until = self
+                .authority
+                .as_ref()
+                .and_then(|link| link.until(term))
+                .unwrap_or(u64::MAX);
             return Some(
                 self.watch
                     .renew_at()
@@ -99,34 +95,41 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     }
 
     fn claim(&mut self, now: Now) {
+        let term = self.next_term();
+        if term > MAX_TERM {
+            tracing::warn!(source = %self.me, "every lease term is spent; no claim");
+            self.claim_retry_at = u64::MAX;
+            return;
+        }
+        let duration_ms = self.config.lease.duration_ms;
+        if let Some(link) = self.authority.as_mut() {
+            // Leads once granted; asks again after a renew interval if no answer came.
+            link.acquire(term, duration_ms, now.mono_ms);
+            self.claim_retry_at = now
+                .mono_ms
+                .saturating_add(self.config.lease.renew_interval_ms);
+            return;
+        }
+        self.lead(term, now);
+    }
+
+    /// The term a claim asks for: newer than the lease record and every term heard of.
+    fn next_term(&self) -> u64 {
+        let lease = self.state.lease.map_or(0, |l| l.term);
+        lease.max(self.known_term).saturating_add(1)
+    }
+
+    /// Starts leading `term`.
+    fn lead(&mut self, term: u64, now: Now) {
         let mut next = Lease::acquire(
             self.state.lease.as_ref(),
             self.me,
             self.config.lease.duration_ms,
         );
-        next.term = next.term.max(self.known_term.saturating_add(1));
-        if next.term > MAX_TERM {
-            tracing::warn!(source = %self.me, "every lease term is spent; no claim");
-            self.claim_retry_at = u64::MAX;
-            return;
-        }
-        if let Some(authority) = self.authority.as_mut() {
-            if let Err(refused) = authority.try_acquire(self.me, next.term, next.duration_ms) {
-                // Held elsewhere, or the term was spent (by a replica no one heard):
-                // the next claim asks for a newer term, after a renew interval.
-                tracing::debug!(source = %self.me, %refused, "claim refused");
-                self.heard_term(refused.term.min(MAX_TERM), now);
-                self.claim_retry_at = now
-                    .mono_ms
-                    .saturating_add(self.config.lease.renew_interval_ms);
-                return;
-            }
-            self.authority_until = Some(self.authority_deadline(next.duration_ms, now));
-        }
-        tracing::debug!(source = %self.me, term = next.term, "lease claimed");
-        self.leading = Some(next.term);
-        self.events
-            .push_back(Event::LeadershipGained { term: next.term });
+        next.term = term;
+        tracing::debug!(source = %self.me, term, "lease claimed");
+        self.leading = Some(term);
+        self.events.push_back(Event::LeadershipGained { term });
         self.publish_lease(next, now);
         // Requests queued while no leader was known are ours to handle now.
         while let Some(request) = self.queued_requests.pop_front() {
@@ -141,16 +144,125 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         let Some(lease) = self.state.lease else {
             return;
         };
-        if let Some(authority) = self.authority.as_mut() {
-            if !authority.renew(self.me, term, lease.duration_ms) {
-                self.lose(term, LeadershipLoss::AuthorityRefused, now);
-                return;
-            }
-            self.authority_until = Some(self.authority_deadline(lease.duration_ms, now));
+        if let Some(link) = self.authority.as_mut() {
+            link.renew(term, lease.duration_ms, now.mono_ms);
         }
         match self.watch.try_renew(&lease, self.me, now.mono_ms) {
             Ok(next) => self.publish_lease(next, now),
             Err(_) => self.lose(term, LeadershipLoss::RenewDeadline, now),
+        }
+    }
+
+    /// An answer of the lease authority.
+    pub(super) fn authority_answer(&mut self, answer: AuthorityAnswer, now: Now) {
+        if self.config.mode != SyncMode::Leader {
+            return;
+        }
+        let Some(link) = self.authority.as_ref() else {
+            return;
+        };
+        match answer {
+            AuthorityAnswer::Granted {
+                ask,
+                term,
+                valid_ms,
+            } => {
+                // An answer times from its own ask, and only for the term asked.
+                let asked = ask.and_then(|a| link.asked(a)).filter(|a| a.term == term);
+                let margin = self.config.lease.max_delay_ms;
+                let until = match valid_ms {
+                    None => Some(u64::MAX),
+                    Some(d) => asked.map(|a| a.at_ms.saturating_add(d.saturating_sub(margin))),
+                };
+                self.granted(term, until, asked.is_some_and(|a| a.renew), now);
+            }
+            AuthorityAnswer::Refused { ask, term, holder } => {
+                let asked = ask.and_then(|a| link.asked(a));
+                tracing::debug!(source = %self.me, term, ?holder, "authority refused");
+                self.heard_term(term.min(MAX_TERM), now);
+                match self.leading {
+                    Some(leading) => {
+                        if holder != Some(self.me) && asked.is_none_or(|a| a.term == leading) {
+                            self.authority_gone(leading, now);
+                        }
+                    }
+                    None => {
+                        // Held elsewhere, or the term was spent (by a replica no one
+                        // heard): the next claim asks for a newer term, after a renew
+                        // interval.
+                        self.claim_retry_at = now
+                            .mono_ms
+                            .saturating_add(self.config.lease.renew_interval_ms);
+                    }
+                }
+            }
+            AuthorityAnswer::Lost { term } => {
+                if let Some(link) = self.authority.as_mut() {
+                    link.lost(term);
+                }
+                if self.leading == Some(term) {
+                    self.authority_gone(term, now);
+                }
+            }
+        }
+    }
+
+    /// The grant of `term` is gone (refused, lost, or run out unrenewed): the holder
+    /// stops, and releases the lease record so that a successor claims at once rather
+    /// than after it expires.
+    fn authority_gone(&mut self, term: u64, now: Now) {
+        self.step_down(LeadershipLoss::AuthorityRefused, now);
+        if self.leading == Some(term) {
+            self.lose(term, LeadershipLoss::AuthorityRefused, now);
+        }
+    }
+
+    /// The authority granted `term` until `until` (local monotonic ms; `None` when the
+    /// ask is not remembered, so the grant cannot be timed).
+    fn granted(&mut self, term: u64, until: Option<u64>, renewal: bool, now: Now) {
+        let duration_ms = self.config.lease.duration_ms;
+        let next = self.next_term();
+        let Some(link) = self.authority.as_mut() else {
+            return;
+        };
+        if self.leading == Some(term) {
+            if let Some(until) = until {
+                link.hold(term, until);
+            }
+            return;
+        }
+        if renewal || self.leading.is_some() {
+            // A late answer to a renewal of a term no longer led, or a grant of another
+            // term while leading one: nothing to act on.
+            return;
+        }
+        match until {
+            Some(until) if until > now.mono_ms => {
+                // The authority grants a term to one replica only, so hearing of the
+                // term itself is no news (it told a refused claimant who holds it);
+                // a newer term, or a record of this term by someone else, is.
+                let record = self.state.lease.filter(|l| l.holder != self.me);
+                if term < self.known_term || record.is_some_and(|l| l.term >= term) {
+                    // The lease is ours but the term is spent: move it to a newer one.
+                    link.hold(term, until);
+                    if next <= MAX_TERM {
+                        link.acquire(next, duration_ms, now.mono_ms);
+                    }
+                    return;
+                }
+                link.hold(term, until);
+                self.lead(term, now);
+            }
+            // Timed but unasked, or run out already: ask again at once.
+            _ => {
+                let next = next.max(term);
+                if next <= MAX_TERM {
+                    link.acquire(next, duration_ms, now.mono_ms);
+                    self.claim_retry_at = now
+                        .mono_ms
+                        .saturating_add(self.config.lease.renew_interval_ms);
+                }
+            }
         }
     }
 
@@ -171,16 +283,12 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         self.send(body, now);
     }
 
-    /// When a grant of `duration_ms` made now must be checked again (a margin before
-    /// it runs out).
-    fn authority_deadline(&self, duration_ms: u64, now: Now) -> u64 {
-        let margin = self.config.lease.max_delay_ms;
-        now.mono_ms
-            .saturating_add(duration_ms.saturating_sub(margin))
-    }
-
     fn lose(&mut self, term: u64, reason: LeadershipLoss, now: Now) {
-        self.authority_until = None;
+        // A replica that does not lead holds no grant: a successor need not wait for
+        // it to run out (or, for a lock, forever).
+        if let Some(link) = self.authority.as_mut() {
+            link.release_held();
+        }
         if self.leading.take().is_none() {
             return;
         }
@@ -235,6 +343,9 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         if let Some(term) = self.leading {
             self.lose(term, LeadershipLoss::Slept, now);
         }
+        if let Some(link) = self.authority.as_mut() {
+            link.forget_asks();
+        }
         self.watch.restart(now.mono_ms);
     }
 
@@ -250,12 +361,11 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             return;
         };
         if let Some(lease) = self.state.lease {
-            if let Some(authority) = self.authority.as_mut() {
-                authority.release(self.me, term);
+            if let Some(link) = self.authority.as_mut() {
+                link.release(term);
             }
             if let Ok(released) = self.watch.release(&lease, self.me, now.mono_ms) {
                 self.leading = None;
-                self.authority_until = None;
                 self.events
                     .push_back(Event::LeadershipLost { term, reason });
                 self.publish_lease(released, now);

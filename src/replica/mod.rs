@@ -1,5 +1,6 @@
 //! The replica: a sans-IO state machine that keeps one bundle in step with its peers.
 
+mod authority;
 mod leader;
 mod peers;
 mod persist;
@@ -14,13 +15,14 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+use crate::authority::{AuthorityAnswer, AuthorityRequest};
 use crate::bundle::{Bundle, Request};
 use crate::wire::{Body, Envelope};
 use crate::{
-    Config, ConfigError, DecodeError, Degradation, Event, Hlc, LeadershipLoss, Lease,
-    LeaseAuthority, LeaseWatch, Merge, Merged, Now, Rejection, SourceId, StampError, SyncMode,
-    Writer,
+    Config, ConfigError, DecodeError, Degradation, Event, Hlc, LeadershipLoss, Lease, LeaseWatch,
+    Merge, Merged, Now, Rejection, SourceId, StampError, SyncMode, Writer,
 };
+use authority::AuthorityLink;
 use peers::Peers;
 
 /// What a replica syncs: the application's bundle and, in leader mode, the lease record.
@@ -169,11 +171,14 @@ pub struct Stats {
 ///    [`handle_message`](Replica::handle_message) for bytes from the transport,
 ///    [`handle_timeout`](Replica::handle_timeout) when the deadline from
 ///    [`poll_timeout`](Replica::poll_timeout) is reached, [`write`](Replica::write) and
-///    [`request`](Replica::request) from the application, and
-///    [`handle_lifecycle`](Replica::handle_lifecycle) for page and process signals.
+///    [`request`](Replica::request) from the application,
+///    [`handle_lifecycle`](Replica::handle_lifecycle) for page and process signals,
+///    and [`handle_authority`](Replica::handle_authority) for the lease authority's
+///    answers.
 /// 3. After each input, drain the outputs: [`poll_transmit`](Replica::poll_transmit)
 ///    (bytes to broadcast), [`poll_persist`](Replica::poll_persist) (a delta to append
 ///    to the store, or the whole state to compact onto),
+///    [`poll_authority`](Replica::poll_authority) (requests for the lease authority),
 ///    [`poll_event`](Replica::poll_event) (what the application should know), and read
 ///    [`poll_timeout`](Replica::poll_timeout) again.
 ///
@@ -212,12 +217,10 @@ pub struct Replica<S, R = ()> {
     hlc: Hlc,
     state: State<S>,
     watch: LeaseWatch,
-    authority: Option<Box<dyn LeaseAuthority>>,
+    /// The conversation with the lease authority, if there is one.
+    authority: Option<AuthorityLink>,
     /// The term this replica acts as leader in.
     leading: Option<u64>,
-    /// With an authority: when (local monotonic ms) the leader must check its grant
-    /// again, before it can run out.
-    authority_until: Option<u64>,
     /// The highest term seen in any record or message.
     known_term: u64,
     /// The leader last announced in an event.
@@ -292,7 +295,6 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             state: State::default(),
             authority: None,
             leading: None,
-            authority_until: None,
             known_term: 0,
             announced: None,
             joined_until: 0,
@@ -327,11 +329,17 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         })
     }
 
-    /// Makes the lease exclusive through `authority` (leader mode): this replica leads
-    /// only with the authority's grant.
-    pub fn with_authority(mut self, authority: Box<dyn LeaseAuthority>) -> Self {
-        self.authority = Some(authority);
+    /// Makes the lease exclusive through a lease authority (leader mode): this replica
+    /// leads only while the authority grants it the term. It asks through
+    /// [`Replica::poll_authority`] and hears the answers through
+    /// [`Replica::handle_authority`].
+    pub fn with_authority(mut self) -> Self {
+        self.use_authority();
         self
+    }
+
+    pub(crate) fn use_authority(&mut self) {
+        self.authority.get_or_insert_with(AuthorityLink::default);
     }
 
     /// Restores the state persisted so far (every [`Persist`] of
@@ -605,6 +613,25 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         self.end(now);
     }
 
+    /// An answer of the lease authority (to a request from
+    /// [`Replica::poll_authority`], or unasked: a lock granted once its holder died, a
+    /// grant lost). Late, lost and duplicated answers are harmless: a grant is timed
+    /// from the ask it answers, so lateness only shortens it. Ignored without
+    /// [`Replica::with_authority`]; after leaving, a grant is handed back.
+    pub fn handle_authority(&mut self, now: Now, answer: AuthorityAnswer) {
+        if self.left {
+            if let (Some(link), AuthorityAnswer::Granted { term, .. }) =
+                (self.authority.as_mut(), answer)
+            {
+                link.release(term);
+            }
+            return;
+        }
+        self.begin(now);
+        self.authority_answer(answer, now);
+        self.end(now);
+    }
+
     /// A lifecycle signal.
     pub fn handle_lifecycle(&mut self, now: Now, signal: Lifecycle) {
         if self.left {
@@ -643,6 +670,14 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     #[must_use = "drain every output after each input"]
     pub fn poll_persist(&mut self) -> Option<Persist> {
         self.persist.take()
+    }
+
+    /// The next request for the lease authority (with [`Replica::with_authority`]);
+    /// carry it out and hand the answer to [`Replica::handle_authority`]. Still drained
+    /// after leaving: the last one releases the lease.
+    #[must_use = "drain every output after each input"]
+    pub fn poll_authority(&mut self) -> Option<AuthorityRequest> {
+        self.authority.as_mut()?.poll()
     }
 
     /// The next event for the application.

@@ -3,10 +3,8 @@
 //! each wall clock has its own offset. A replica can be stopped (a crash: its last
 //! persisted bytes stay) and started again from its store.
 
-use replisync::{
-    Codec, Config, Event, Lifecycle, ManualClock, MutexAuthority, Now, Replica, SourceId, SyncMode,
-    WriteError,
-};
+use replisync::authority::LeaseArbiter;
+use replisync::{Codec, Config, Event, Lifecycle, Now, Replica, SourceId, SyncMode, WriteError};
 
 use crate::sim::{sim_config, Req, Session};
 
@@ -22,7 +20,9 @@ pub struct Bench {
     pub stores: Vec<Option<Vec<u8>>>,
     /// Replicas that are down (crashed): no timers, no deliveries.
     pub down: Vec<bool>,
-    authority: Option<(ManualClock, MutexAuthority)>,
+    /// The lease authority, if any: it answers at once, timed by the shared monotonic
+    /// time.
+    pub authority: Option<LeaseArbiter>,
 }
 
 impl Bench {
@@ -31,13 +31,10 @@ impl Bench {
         Bench::with(sim_config(SyncMode::Leader, Codec::Binary), offsets, false)
     }
 
-    /// Replicas of `config`, one per offset, sharing an in-process lease authority if
-    /// `authority`.
+    /// Replicas of `config`, one per offset, sharing a lease authority that answers at
+    /// once if `authority`.
     pub fn with(config: Config, offsets: &[u64], authority: bool) -> Self {
-        let authority = authority.then(|| {
-            let clock = ManualClock::new(EPOCH, 0);
-            (clock.clone(), MutexAuthority::new(clock))
-        });
+        let authority = authority.then(LeaseArbiter::default);
         let mut bench = Bench {
             t: 0,
             offsets: offsets.to_vec(),
@@ -59,7 +56,7 @@ impl Bench {
         let me = SourceId::from_u128(i as u128 + 1);
         let r = Replica::new(self.config.clone(), me).unwrap();
         match &self.authority {
-            Some((_, auth)) => r.with_authority(Box::new(auth.clone())),
+            Some(_) => r.with_authority(),
             None => r,
         }
     }
@@ -73,6 +70,17 @@ impl Bench {
     }
 
     fn drain_events(&mut self, i: usize) {
+        while let Some(request) = self.replicas[i].poll_authority() {
+            let (t, me) = (self.t, self.id(i));
+            let answer = self
+                .authority
+                .as_mut()
+                .and_then(|arbiter| arbiter.answer(t, me, &request));
+            if let Some(answer) = answer {
+                let now = self.now(i);
+                self.replicas[i].handle_authority(now, answer);
+            }
+        }
         while let Some(e) = self.replicas[i].poll_event() {
             self.events[i].push(e);
         }
@@ -126,9 +134,6 @@ impl Bench {
     /// One millisecond: due timers fire; what they send stays in the outboxes.
     pub fn tick(&mut self) {
         self.t += 1;
-        if let Some((clock, _)) = &self.authority {
-            clock.advance(1);
-        }
         for i in 0..self.replicas.len() {
             if self.down[i] {
                 continue;

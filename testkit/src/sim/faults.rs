@@ -3,7 +3,7 @@
 //! and a corrupting peer; stores from an earlier life with terms near 2^32; and leader
 //! failover, measured on the healed network and under faults.
 
-use replisync::{Lease, Lifecycle, Lww, NodeId, SourceId, Stamp, SyncMode, SCHEMA_VERSION};
+use replisync::{Lease, Lifecycle, Lww, NodeId, Stamp, SyncMode, SCHEMA_VERSION};
 
 use super::oracle::{registers, stamps};
 use super::{hash_in, verbose, wire, Check, Departure, Node, Req, Rng, Session, World, EPOCH};
@@ -154,12 +154,9 @@ impl World {
             l.term = term;
             lease = Some(l.released());
             self.ledger.max_term = term;
-            if let Some(auth) = &self.authority {
+            if let Some(auth) = self.authority.as_mut() {
                 // The authority has granted this term before.
-                let mut auth = auth.clone();
-                let old = SourceId::from_u128(0xdead);
-                let _ = replisync::LeaseAuthority::try_acquire(&mut auth, old, term, 0);
-                replisync::LeaseAuthority::release(&mut auth, old, term);
+                auth.arbiter = replisync::authority::LeaseArbiter::spent(term);
             }
         }
         let state = wire::State { lease, app };
@@ -298,8 +295,17 @@ impl World {
         } else {
             delay_max
         };
+        // With an authority its link is faulty too: the last renewal may reach it up to
+        // 3 × the allowed delay late (keeping the grant that much longer), a claim that
+        // arrives before the grant ran out is refused and asked again a renew interval
+        // later, and the grant may come back 3 × the allowed delay late.
+        let authority_slack = if self.opts.authority {
+            6 * lease.max_delay_ms + lease.renew_interval_ms
+        } else {
+            0
+        };
         let slack = if under_faults {
-            lease.max_delay_ms + one_way
+            lease.max_delay_ms + one_way + authority_slack
         } else {
             0
         };
@@ -339,7 +345,11 @@ impl World {
                     + lease.duration_ms
                     + lease.renew_interval_ms
                     + lease.max_delay_ms
-                    + if under_faults { one_way } else { 0 };
+                    + if under_faults {
+                        one_way + authority_slack
+                    } else {
+                        0
+                    };
             }
             if self.time > deadline {
                 self.kill_next_claim = false;

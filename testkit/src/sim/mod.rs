@@ -19,6 +19,7 @@
 
 #![allow(dead_code)]
 
+mod authority;
 mod checks;
 mod faults;
 mod oracle;
@@ -26,11 +27,13 @@ pub mod wire;
 
 use std::collections::{BTreeMap, VecDeque};
 
+use replisync::authority::LeaseArbiter;
 use replisync::{
-    Codec, Config, DecodeError, Event, Faults, Lease, LeaseConfig, Lifecycle, Lww, LwwMap,
-    ManualClock, Merge, MutexAuthority, NodeId, Now, Replica, SimNetwork, SourceId, Stamp,
-    SyncMode,
+    Codec, Config, DecodeError, Event, Faults, Lease, LeaseConfig, Lifecycle, Lww, LwwMap, Merge,
+    NodeId, Now, Replica, SimNetwork, SourceId, Stamp, SyncMode,
 };
+
+use authority::{Flight, SimAuthority};
 use serde::{Deserialize, Serialize};
 
 pub use oracle::{stamps, Ledger, Reg};
@@ -288,6 +291,8 @@ pub struct Node {
     pub down_until: Option<u64>,
     /// Departed for good: never restarted, its store gone.
     pub gone: bool,
+    /// How many times its process started (its link to the authority is new each time).
+    pub run: u64,
     /// The term this replica leads, as its events told.
     leading: Option<u64>,
     /// The stamp seen last of every register in this incarnation, in `Reg` order
@@ -345,8 +350,7 @@ pub struct World {
     pub time: u64,
     pub nodes: Vec<Node>,
     pub net: SimNetwork,
-    authority_clock: ManualClock,
-    authority: Option<MutexAuthority>,
+    authority: Option<SimAuthority>,
     /// Every write and leadership.
     ledger: Ledger,
     leave_batches: Vec<LeaveBatch>,
@@ -399,16 +403,14 @@ impl World {
         let mut rng = Rng::new(opts.seed);
         let mut net = SimNetwork::new(rng.draw());
         net.set_faults(opts.faults).expect("valid faults");
-        let authority_clock = ManualClock::new(EPOCH, 0);
         let authority = opts
             .authority
-            .then(|| MutexAuthority::new(authority_clock.clone()));
+            .then(|| SimAuthority::new(LeaseArbiter::default()));
         let mut world = World {
             rng,
             time: 0,
             nodes: Vec::new(),
             net,
-            authority_clock,
             authority,
             ledger: Ledger::default(),
             leave_batches: Vec::new(),
@@ -445,6 +447,7 @@ impl World {
                 asleep_until: None,
                 down_until: None,
                 gone: false,
+                run: 0,
                 leading: None,
                 seen: Vec::new(),
                 seen_lease: None,
@@ -487,9 +490,9 @@ impl World {
 
     /// A replica as node `i` would start it, without its store.
     fn fresh_replica(&self, i: usize) -> Replica<Session, Req> {
-        let mut replica = Replica::new(self.config(), self.nodes[i].id).expect("valid config");
-        if let Some(auth) = &self.authority {
-            replica = replica.with_authority(Box::new(auth.clone()));
+        let replica = Replica::new(self.config(), self.nodes[i].id).expect("valid config");
+        if self.authority.is_some() {
+            return replica.with_authority();
         }
         replica
     }
@@ -527,6 +530,8 @@ impl World {
         node.seen = stamps(replica.state()).into_iter().collect();
         node.seen_lease = replica.lease().copied();
         node.replica = Some(replica);
+        // A new process: answers meant for an earlier one never reach it.
+        node.run += 1;
         node.down_until = None;
         node.gone = false;
         node.leading = None;
@@ -627,6 +632,9 @@ impl World {
         }
         self.nodes[i].asleep_until = None;
         hash_in(&mut self.trace, b"wake");
+        // What the authority's adapter holds for the replica comes first: a loss of
+        // its grant reported while it slept.
+        self.deliver_authority(Some(i))?;
         let now = self.now(i);
         if let Some(r) = self.nodes[i].replica.as_mut() {
             r.handle_timeout(now);
@@ -647,7 +655,6 @@ impl World {
             }
             n.drift_acc += d as i64 * n.drift_ppm / 1_000_000;
         }
-        self.authority_clock.advance(d);
     }
 
     /// The world time at which node `i` wants its next tick.
@@ -665,15 +672,28 @@ impl World {
     /// checks monotonic reads, leases, persistence and what the store restores to.
     pub fn drain(&mut self, i: usize) -> Check {
         let now_world = self.time;
-        let (sent, persisted, events) = {
+        let (asked, sent, persisted, events) = {
             let Some(r) = self.nodes[i].replica.as_mut() else {
                 return Ok(());
             };
+            let asked: Vec<_> = std::iter::from_fn(|| r.poll_authority()).collect();
             let sent: Vec<Vec<u8>> = std::iter::from_fn(|| r.poll_transmit()).collect();
             let persisted = r.poll_persist();
             let events: Vec<Event<Req>> = std::iter::from_fn(|| r.poll_event()).collect();
-            (sent, persisted, events)
+            (asked, sent, persisted, events)
         };
+        let max_delay_ms = self.config().lease.max_delay_ms;
+        let run = self.nodes[i].run;
+        if let Some(auth) = self.authority.as_mut() {
+            for request in asked {
+                hash_in(&mut self.trace, format!("{i}{request:?}").as_bytes());
+                if verbose() {
+                    println!("t={now_world} node{i} ASKS {request:?}");
+                }
+                let flight = Flight::Request(request);
+                auth.send(&mut self.rng, now_world, max_delay_ms, (i, run), flight);
+            }
+        }
         for bytes in &sent {
             hash_in(&mut self.trace, bytes);
         }
@@ -785,6 +805,13 @@ impl World {
             if let Some(t) = self.net.next_due() {
                 next = next.min(t);
             }
+            if let Some(t) = self.authority.as_ref().and_then(|auth| {
+                auth.next_due(|n, flight| {
+                    matches!(flight, Flight::Request(_)) || self.nodes[n].awake()
+                })
+            }) {
+                next = next.min(t);
+            }
             for i in 0..self.nodes.len() {
                 if let Some(t) = self.timeout_of(i) {
                     next = next.min(t);
@@ -863,6 +890,7 @@ impl World {
                 self.check_leave_taken(i, &carried)?;
             }
         }
+        self.deliver_authority(None)?;
         for i in 0..self.nodes.len() {
             if self.timeout_of(i).is_some_and(|t| t <= self.time) {
                 let now = self.now(i);
@@ -876,6 +904,55 @@ impl World {
             self.act()?;
         }
         Ok(())
+    }
+
+    /// Delivers what is due on the authority's links (only to and from node `only`, if
+    /// given): requests reach the arbiter, answers reach awake replicas (a sleeping
+    /// one's wait for it to wake; a crashed one's were dropped).
+    fn deliver_authority(&mut self, only: Option<usize>) -> Check {
+        loop {
+            let time = self.time;
+            let nodes = &self.nodes;
+            let Some(auth) = self.authority.as_mut() else {
+                return Ok(());
+            };
+            let next = auth.pop_due(time, |n, flight| {
+                only.is_none_or(|o| o == n)
+                    && (matches!(flight, Flight::Request(_)) || nodes[n].awake())
+            });
+            let Some((i, run, flight)) = next else {
+                return Ok(());
+            };
+            match flight {
+                Flight::Request(request) => {
+                    let (answer, ended) = auth.decide(time, self.nodes[i].id, &request);
+                    if let Some(answer) = answer {
+                        let max_delay_ms = sim_config(self.opts.mode, self.opts.wire_codec)
+                            .lease
+                            .max_delay_ms;
+                        let flight = Flight::Answer(answer);
+                        auth.send(&mut self.rng, time, max_delay_ms, (i, run), flight);
+                    }
+                    if let Some((holder, term)) = ended {
+                        if let Some(j) = self.nodes.iter().position(|n| n.id == holder) {
+                            auth.report_lost(time, (j, self.nodes[j].run), term);
+                        }
+                    }
+                }
+                Flight::Answer(_) if run != self.nodes[i].run => {}
+                Flight::Answer(answer) => {
+                    hash_in(&mut self.trace, format!("{i}{answer:?}").as_bytes());
+                    if verbose() {
+                        println!("t={time} node{i} AUTHORITY {answer:?}");
+                    }
+                    let now = self.now(i);
+                    if let Some(r) = self.nodes[i].replica.as_mut() {
+                        r.handle_authority(now, answer);
+                    }
+                    self.drain(i)?;
+                }
+            }
+        }
     }
 
     /// The user does something at node `i`: the leader (or any replica in distributed
@@ -893,6 +970,9 @@ impl World {
     /// who crashed or left and was to come back.
     pub fn heal(&mut self) -> Check {
         self.net.heal();
+        if let Some(auth) = self.authority.as_mut() {
+            auth.faulty = false;
+        }
         self.doomed.clear();
         for i in 0..self.nodes.len() {
             self.nodes[i].wall_offset = self.nodes[i].wall_offset.clamp(-100, 100);

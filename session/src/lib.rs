@@ -1,0 +1,120 @@
+//! # replisync-session
+//!
+//! A session idle-timeout service, kept in step across replicas (browser tabs,
+//! processes, hosts) by [replisync]: the library's first consumer.
+//!
+//! A session is `IDLE` for a grace period after the last activity, then a countdown
+//! runs (`COUNTDOWN`), warns near its end (`WARN`) and runs out (`EXPIRED`). Activity
+//! anywhere resets it everywhere; extend, expire, pause, resume and a config change
+//! made anywhere apply everywhere.
+//!
+//! ## How it is built
+//!
+//! - The shared state, [`SessionState`], is a bundle of last-writer-wins registers
+//!   holding **absolute deadlines** (idle start, countdown end, paused at and time
+//!   left, the phase as last written) and the [`SessionConfig`]. Every replica computes
+//!   its own phase and time left from them ([`SessionState::view`], a pure function of
+//!   the state and the time), so a replica whose timers ran late, that was frozen, or
+//!   that joined mid-countdown shows the same deadline as the others.
+//! - Each [`Operation`] is decided on the state ([`Operation::check`]) and turned into
+//!   one write ([`Operation::apply`], the body of `replica.write(now, |s, d, w| ...)`).
+//!   It is also the replica's request type: in leader mode a follower's operation goes
+//!   to the leader as a request.
+//! - In leader mode the leader runs the timers: it records each phase transition as it
+//!   falls due ([`SessionState::write_transition`]); a successor after a handover finds
+//!   the same deadlines and carries on. In distributed mode every replica writes, and
+//!   concurrent activity and extends converge by stamp order.
+//! - [`SessionWatch`] derives the [`SessionEvent`]s by comparing what a replica saw
+//!   before and after an input or a phase boundary.
+//! - [`Session`] puts it all on a sans-IO [`replisync::Replica`]; on the native driver
+//!   an application uses the same pieces with a `Handle` (the `session_timeout`
+//!   example shows how).
+//!
+//! Everything here is pure: no threads, no clocks (time comes in as a
+//! [`replisync::Now`]; deadlines use its wall-clock part, the time every replica shares),
+//! no I/O. It builds for `wasm32-unknown-unknown`, where the browser form of the service
+//! reuses it.
+//!
+//! ```
+//! use replisync::{Config, Now, SourceId};
+//! use replisync_session::{Phase, Session, SessionConfig};
+//!
+//! let mut session = Session::new(Config::distributed(), SourceId::from_u128(1))?;
+//! let now = Now::new(1_700_000_000_000, 0);
+//! let mut config = SessionConfig::default();
+//! config.idle_grace_ms = 60_000;
+//! config.countdown_ms = 600_000;
+//! config.warn_before_ms = 60_000;
+//! session.set_config(now, config)?;
+//! session.start(now)?;
+//!
+//! let later = now.after(60_000 + 540_000);
+//! session.handle_timeout(later);
+//! let view = session.view(later);
+//! assert_eq!(view.phase, Phase::Warn);
+//! assert_eq!(view.remaining_ms, Some(60_000));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod config;
+mod operation;
+mod session;
+mod state;
+mod watch;
+
+pub use config::{ConfigError, SessionConfig, MAX_DURATION_MS};
+pub use operation::{Operation, Refusal};
+pub use session::{Outcome, Session, SessionError};
+pub use state::{Cause, Phase, SessionState, View};
+pub use watch::{ResetCause, SessionEvent, SessionWatch};
+
+#[cfg(test)]
+mod test_support {
+    use replisync::{Hlc, Merge, Now, SourceId};
+
+    use crate::{Operation, Refusal, SessionConfig, SessionState};
+
+    pub const EPOCH: u64 = 1_700_000_000_000;
+
+    /// `t` ms after the epoch of the tests, on both clocks.
+    pub fn at(t: u64) -> Now {
+        Now::new(EPOCH + t, t)
+    }
+
+    pub fn config(idle_grace_ms: u64, countdown_ms: u64, warn_before_ms: u64) -> SessionConfig {
+        SessionConfig {
+            idle_grace_ms,
+            countdown_ms,
+            warn_before_ms,
+            ..SessionConfig::default()
+        }
+        .validated()
+        .unwrap()
+    }
+
+    /// Applies `op` at `t` as one replica would: decide, write, merge.
+    pub fn apply(state: &mut SessionState, op: Operation, t: u64) -> Result<(), Refusal> {
+        let mut hlc = Hlc::default();
+        hlc.restore(state.record_stamp().updated_at);
+        let mut w = hlc.writer(SourceId::from_u128(1), at(t).wall_ms);
+        let mut delta = SessionState::default();
+        op.apply(state, at(t), &mut delta, &mut w)?;
+        if delta == SessionState::default() {
+            // A refusal writes nothing; an accepted operation always writes.
+            panic!("{op:?} was accepted but wrote nothing");
+        }
+        assert!(state.merge(&delta).changed());
+        Ok(())
+    }
+
+    /// A session with `config`, started at 0.
+    pub fn started(config: &SessionConfig) -> SessionState {
+        let mut s = SessionState::default();
+        apply(&mut s, Operation::SetConfig(*config), 0).unwrap();
+        apply(&mut s, Operation::Start, 0).unwrap();
+        s
+    }
+}

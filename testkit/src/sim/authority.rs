@@ -1,0 +1,138 @@
+//! The simulated lease authority: a [`LeaseArbiter`] timed by world time, reached over
+//! a link that delays, loses and duplicates requests and answers while the world is
+//! faulty, and delivers at once once it is healed.
+//!
+//! Its adapter reports a loss as soon as the arbiter grants the lease to someone else
+//! ([`AuthorityAnswer::Lost`] to the previous holder, at once, and before any other
+//! input of a holder that was asleep): a holder whose sleep was hidden from it (its
+//! monotonic clock stopped, its wall clock set back) relies on that report, as the
+//! library documents.
+
+use std::collections::BTreeMap;
+
+use replisync::authority::{AuthorityAnswer, AuthorityRequest, LeaseArbiter};
+use replisync::SourceId;
+
+use super::Rng;
+
+/// Something on its way to or from the authority.
+#[derive(Clone, Copy, Debug)]
+pub enum Flight {
+    /// A replica's request, on its way to the arbiter.
+    Request(AuthorityRequest),
+    /// The arbiter's answer, on its way to a replica.
+    Answer(AuthorityAnswer),
+}
+
+pub struct SimAuthority {
+    pub arbiter: LeaseArbiter,
+    /// In flight, by (due time, sequence): the node, the run of its process that sent
+    /// the request or is to get the answer, and what travels.
+    flights: BTreeMap<(u64, u64), (usize, u64, Flight)>,
+    seq: u64,
+    /// Delays, losses and duplicates, until the world heals.
+    pub faulty: bool,
+}
+
+impl SimAuthority {
+    pub fn new(arbiter: LeaseArbiter) -> Self {
+        SimAuthority {
+            arbiter,
+            flights: BTreeMap::new(),
+            seq: 0,
+            faulty: true,
+        }
+    }
+
+    /// Sends `flight` to or from run `run` of node `node` at `now`, through the faults:
+    /// within the allowed delay `max_delay_ms` mostly, held back up to three times
+    /// that sometimes (as the network reorders), lost or duplicated now and then.
+    pub fn send(
+        &mut self,
+        rng: &mut Rng,
+        now: u64,
+        max_delay_ms: u64,
+        (node, run): (usize, u64),
+        flight: Flight,
+    ) {
+        if !self.faulty {
+            self.queue(now, node, run, flight);
+            return;
+        }
+        if rng.chance(0.03) {
+            return;
+        }
+        let copies = if rng.chance(0.03) { 2 } else { 1 };
+        for _ in 0..copies {
+            let delay = if rng.chance(0.05) {
+                rng.range(0, 3 * max_delay_ms)
+            } else {
+                rng.range(0, max_delay_ms / 2)
+            };
+            self.queue(now + delay, node, run, flight);
+        }
+    }
+
+    /// Reports to run `run` of node `node` at once that its grant is gone (never lost
+    /// or delayed).
+    pub fn report_lost(&mut self, now: u64, (node, run): (usize, u64), term: u64) {
+        self.queue(
+            now,
+            node,
+            run,
+            Flight::Answer(AuthorityAnswer::Lost { term }),
+        );
+    }
+
+    fn queue(&mut self, at: u64, node: usize, run: u64, flight: Flight) {
+        self.seq += 1;
+        self.flights.insert((at, self.seq), (node, run, flight));
+    }
+
+    /// The earliest due time of anything in flight that `deliverable` accepts.
+    pub fn next_due(&self, deliverable: impl Fn(usize, &Flight) -> bool) -> Option<u64> {
+        self.flights
+            .iter()
+            .find(|(_, (node, _, flight))| deliverable(*node, flight))
+            .map(|((at, _), _)| *at)
+    }
+
+    /// The first flight due by `now` that `deliverable` accepts (held answers to a
+    /// sleeping node wait for it).
+    pub fn pop_due(
+        &mut self,
+        now: u64,
+        deliverable: impl Fn(usize, &Flight) -> bool,
+    ) -> Option<(usize, u64, Flight)> {
+        let key = self
+            .flights
+            .iter()
+            .take_while(|((at, _), _)| *at <= now)
+            .find(|(_, (node, _, flight))| deliverable(*node, flight))
+            .map(|(k, _)| *k)?;
+        self.flights.remove(&key)
+    }
+
+    /// Decides `request` of `from` at `now`: the answer, and the holder whose grant the
+    /// decision ended (to be told).
+    pub fn decide(
+        &mut self,
+        now: u64,
+        from: SourceId,
+        request: &AuthorityRequest,
+    ) -> (Option<AuthorityAnswer>, Option<(SourceId, u64)>) {
+        let before = self.arbiter_holder_any();
+        let answer = self.arbiter.answer(now, from, request);
+        let after = self.arbiter_holder_any();
+        let ended = match (before, after) {
+            (Some(b), Some(a)) if b.0 != a.0 => Some(b),
+            _ => None,
+        };
+        (answer, ended)
+    }
+
+    /// The last holder the arbiter granted to, expired or not.
+    fn arbiter_holder_any(&self) -> Option<(SourceId, u64)> {
+        self.arbiter.holder(0)
+    }
+}

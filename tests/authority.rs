@@ -1,0 +1,331 @@
+//! The lease authority as a conversation: what a replica asks, and what it does with
+//! answers that come late, twice, unasked, or never. Timings are the simulator's: a
+//! 300 ms lease renewed every 100 ms, 50 ms allowed delay.
+
+use std::time::Duration;
+
+use replisync::authority::{AuthorityAnswer, AuthorityRequest};
+use replisync::{
+    Codec, Driver, Event, Hub, LeadershipLoss, Lifecycle, ManualClock, MutexAuthority, Now,
+    Replica, SourceId, SyncMode,
+};
+use replisync_testkit::sim::{sim_config, Req, Session};
+
+const EPOCH: u64 = 1_700_000_000_000;
+const A: SourceId = SourceId::from_u128(1);
+const B: SourceId = SourceId::from_u128(2);
+
+fn at(t: u64) -> Now {
+    Now::new(EPOCH + t, t)
+}
+
+fn replica(me: SourceId) -> Replica<Session, Req> {
+    Replica::new(sim_config(SyncMode::Leader, Codec::Binary), me)
+        .unwrap()
+        .with_authority()
+}
+
+fn requests(r: &mut Replica<Session, Req>) -> Vec<AuthorityRequest> {
+    std::iter::from_fn(|| r.poll_authority()).collect()
+}
+
+fn events(r: &mut Replica<Session, Req>) -> Vec<Event<Req>> {
+    std::iter::from_fn(|| r.poll_event()).collect()
+}
+
+/// Runs `r` alone, a millisecond at a time, from `from` until it asks for a term;
+/// returns when it asked and the request.
+fn until_it_asks(r: &mut Replica<Session, Req>, from: u64) -> (u64, u64, u64) {
+    for t in from..from + 5_000 {
+        r.handle_timeout(at(t));
+        for request in requests(r) {
+            if let AuthorityRequest::Acquire { ask, term, .. } = request {
+                return (t, ask, term);
+            }
+        }
+    }
+    panic!("no claim within 5 s");
+}
+
+#[test]
+fn a_replica_leads_only_once_granted_and_a_late_grant_counts_from_the_ask() {
+    let mut r = replica(A);
+    let (asked_at, ask, term) = until_it_asks(&mut r, 0);
+    assert_eq!(term, 1);
+    // No answer yet: it does not lead, however long it waits for one.
+    for t in asked_at..asked_at + 90 {
+        r.handle_timeout(at(t));
+    }
+    assert!(!r.is_leader());
+    // The grant arrives 90 ms late: it lasts 300 ms from the ask, less the allowed
+    // delay, so it ends at ask + 250 whatever the lateness.
+    r.handle_authority(
+        at(asked_at + 90),
+        AuthorityAnswer::Granted {
+            ask: Some(ask),
+            term,
+            valid_ms: Some(300),
+        },
+    );
+    assert!(r.is_leader());
+    assert!(events(&mut r).contains(&Event::LeadershipGained { term }));
+    let mut asked = Vec::new();
+    let mut lost_at = None;
+    for t in asked_at + 90..asked_at + 400 {
+        r.handle_timeout(at(t));
+        asked.extend(requests(&mut r));
+        if !r.is_leader() {
+            lost_at = Some(t);
+            break;
+        }
+    }
+    let renewals = asked
+        .iter()
+        .filter(|q| matches!(q, AuthorityRequest::Renew { term: 1, .. }))
+        .count();
+    assert!(renewals >= 1, "a timed grant is renewed");
+    assert_eq!(
+        lost_at,
+        Some(asked_at + 250),
+        "unanswered renewals: it stops a margin before the grant can run out"
+    );
+    assert!(events(&mut r).contains(&Event::LeadershipLost {
+        term,
+        reason: LeadershipLoss::AuthorityRefused
+    }));
+    assert!(
+        r.lease().is_some_and(|l| l.released && l.holder == A),
+        "it releases the lease record, so a successor need not wait for it to expire"
+    );
+    assert!(
+        asked.contains(&AuthorityRequest::Release { term }),
+        "{asked:?}"
+    );
+}
+
+#[test]
+fn renewals_answered_in_time_keep_the_lease_and_duplicates_are_harmless() {
+    let mut r = replica(A);
+    let (asked_at, ask, term) = until_it_asks(&mut r, 0);
+    let grant = |ask| AuthorityAnswer::Granted {
+        ask: Some(ask),
+        term,
+        valid_ms: Some(300),
+    };
+    r.handle_authority(at(asked_at), grant(ask));
+    r.handle_authority(at(asked_at + 1), grant(ask));
+    for t in asked_at + 1..asked_at + 2_000 {
+        r.handle_timeout(at(t));
+        for request in requests(&mut r) {
+            if let AuthorityRequest::Renew { ask, .. } = request {
+                // Each renewal is answered 40 ms late, and twice.
+                r.handle_timeout(at(t + 40));
+                r.handle_authority(at(t + 40), grant(ask));
+                r.handle_authority(at(t + 40), grant(ask));
+            }
+        }
+        assert!(r.is_leader(), "lost the lease at {t}");
+    }
+    assert_eq!(
+        events(&mut r)
+            .iter()
+            .filter(|e| matches!(e, Event::LeadershipGained { .. }))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn an_unasked_lock_grant_leads_at_once_and_a_loss_stops_it_at_once() {
+    // A follows B, which leads term 1 by gossip records A has heard.
+    let mut b = replica(B);
+    let (t0, ask, _) = until_it_asks(&mut b, 0);
+    b.handle_authority(
+        at(t0),
+        AuthorityAnswer::Granted {
+            ask: Some(ask),
+            term: 1,
+            valid_ms: None,
+        },
+    );
+    let mut a = replica(A);
+    a.handle_timeout(at(t0));
+    for m in std::iter::from_fn(|| b.poll_transmit()) {
+        a.handle_message(at(t0), &m);
+    }
+    assert_eq!(a.leader(), Some(B));
+    // B's tab dies; the browser hands its lock to A's queued request: A leads at once,
+    // in a newer term, with no wait for B's record to expire.
+    a.handle_authority(
+        at(t0 + 1),
+        AuthorityAnswer::Granted {
+            ask: None,
+            term: 2,
+            valid_ms: None,
+        },
+    );
+    assert!(a.is_leader());
+    assert_eq!(a.lease().map(|l| (l.holder, l.term)), Some((A, 2)));
+    // A lock held until lost needs no renewal.
+    for t in t0 + 1..t0 + 1_000 {
+        a.handle_timeout(at(t));
+        assert!(requests(&mut a).is_empty(), "asked the lock at {t}");
+        assert!(a.is_leader());
+    }
+    a.handle_authority(at(t0 + 1_000), AuthorityAnswer::Lost { term: 2 });
+    assert!(!a.is_leader());
+    assert!(events(&mut a).contains(&Event::LeadershipLost {
+        term: 2,
+        reason: LeadershipLoss::AuthorityRefused
+    }));
+}
+
+#[test]
+fn an_unasked_timed_grant_is_not_trusted_but_asked_again() {
+    let mut r = replica(A);
+    r.handle_timeout(at(0));
+    r.handle_authority(
+        at(10),
+        AuthorityAnswer::Granted {
+            ask: None,
+            term: 4,
+            valid_ms: Some(300),
+        },
+    );
+    assert!(!r.is_leader(), "how much of it is left is unknown");
+    let asked = requests(&mut r);
+    assert!(
+        matches!(asked[..], [AuthorityRequest::Acquire { term: 4, .. }]),
+        "{asked:?}"
+    );
+}
+
+#[test]
+fn a_refusal_names_the_spent_term_and_the_next_claim_asks_a_newer_one() {
+    let mut r = replica(A);
+    let (t0, ask, term) = until_it_asks(&mut r, 0);
+    assert_eq!(term, 1);
+    r.handle_authority(
+        at(t0),
+        AuthorityAnswer::Refused {
+            ask: Some(ask),
+            term: 7,
+            holder: None,
+        },
+    );
+    assert!(!r.is_leader());
+    let (t1, _, term) = until_it_asks(&mut r, t0 + 1);
+    assert_eq!(term, 8, "never a spent term again");
+    assert!(
+        t1 >= t0 + 100,
+        "retried after a renew interval, not at once"
+    );
+}
+
+#[test]
+fn a_grant_of_a_term_someone_else_recorded_moves_on_to_a_newer_term() {
+    let mut b = replica(B);
+    let (t0, ask, _) = until_it_asks(&mut b, 0);
+    b.handle_authority(
+        at(t0),
+        AuthorityAnswer::Granted {
+            ask: Some(ask),
+            term: 3,
+            valid_ms: None,
+        },
+    );
+    let mut a = replica(A);
+    a.handle_timeout(at(t0));
+    for m in std::iter::from_fn(|| b.poll_transmit()) {
+        a.handle_message(at(t0), &m);
+    }
+    // A lock adapter hands A the lock with the term it last knew, older than B's.
+    a.handle_authority(
+        at(t0 + 1),
+        AuthorityAnswer::Granted {
+            ask: None,
+            term: 2,
+            valid_ms: None,
+        },
+    );
+    assert!(!a.is_leader());
+    assert!(
+        requests(&mut a).contains(&AuthorityRequest::Acquire {
+            ask: 0,
+            term: 4,
+            duration_ms: 300
+        }),
+        "it asks to move its grant to a term newer than B's"
+    );
+}
+
+#[test]
+fn leaving_releases_the_grant_and_a_grant_after_leaving_is_handed_back() {
+    let mut r = replica(A);
+    let (t0, ask, term) = until_it_asks(&mut r, 0);
+    r.handle_authority(
+        at(t0),
+        AuthorityAnswer::Granted {
+            ask: Some(ask),
+            term,
+            valid_ms: Some(300),
+        },
+    );
+    let _ = requests(&mut r);
+    r.handle_lifecycle(at(t0 + 5), Lifecycle::Leave);
+    assert_eq!(requests(&mut r), [AuthorityRequest::Release { term }]);
+    r.handle_authority(
+        at(t0 + 6),
+        AuthorityAnswer::Granted {
+            ask: None,
+            term: 9,
+            valid_ms: None,
+        },
+    );
+    assert!(!r.is_leader());
+    assert_eq!(requests(&mut r), [AuthorityRequest::Release { term: 9 }]);
+}
+
+#[test]
+fn replicas_on_drivers_share_a_mutex_authority_and_hand_over_on_leave() {
+    let clock = ManualClock::new(EPOCH, 0);
+    let authority = MutexAuthority::new(clock.clone());
+    let hub = Hub::new();
+    let mut handles = Vec::new();
+    let mut streams = Vec::new();
+    for id in [A, B] {
+        let replica =
+            Replica::<Session, Req>::new(sim_config(SyncMode::Leader, Codec::Binary), id).unwrap();
+        let mut driver = Driver::new(replica, hub.connect())
+            .clock(clock.clone())
+            .authority(authority.clone());
+        streams.push(driver.subscribe());
+        handles.push(driver.spawn().unwrap());
+    }
+    let ids = [A, B];
+    // Runs the shared clock until replica `who` (or, with `None`, either) gains the
+    // lease; which one, and its term.
+    let gained = |who: Option<usize>| {
+        for _ in 0..2_000 {
+            clock.advance(5);
+            for (i, stream) in streams.iter().enumerate() {
+                while let Ok(e) = stream.recv_timeout(Duration::from_millis(1)) {
+                    if let Event::LeadershipGained { term } = e {
+                        if who.is_none_or(|w| w == i) {
+                            return Some((i, term));
+                        }
+                    }
+                }
+            }
+        }
+        None
+    };
+    let (leader, first) = gained(None).expect("a leader");
+    assert_eq!(authority.holder(), Some((ids[leader], first)));
+    let other = 1 - leader;
+    assert!(!handles[other].is_leader().unwrap());
+    handles[leader].leave().unwrap();
+    let (_, second) = gained(Some(other)).expect("the other takes over");
+    assert!(second > first);
+    assert_eq!(authority.holder(), Some((ids[other], second)));
+}
