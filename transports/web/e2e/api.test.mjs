@@ -51,12 +51,13 @@ test('a distributed group: properties, set, get, delete, snapshot, change events
   const props = await a.run(async (name) => {
     window.group = await replisync.openGroup({ name, mode: 'distributed' });
     return { id: group.id, name: group.name, mode: group.mode, transport: group.transport, storage: group.storage,
-      isLeader: group.isLeader, leader: group.leader, term: group.term, closed: group.closed, degradations: group.degradations };
+      isLeader: group.isLeader, leader: group.leader, term: group.term, closed: group.closed, degradations: group.degradations,
+      leadership: group.leadership };
   }, name);
   assert.match(props.id, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
   assert.deepEqual({ ...props, id: undefined }, {
     id: undefined, name, mode: 'distributed', transport: 'broadcast-channel', storage: 'local-storage',
-    isLeader: false, leader: null, term: 0, closed: false, degradations: [],
+    isLeader: false, leader: null, term: 0, closed: false, degradations: [], leadership: 'none',
   });
   await b.run(async (name) => {
     window.group = await replisync.openGroup({ name, mode: 'distributed' });
@@ -138,9 +139,10 @@ test('leader mode: awaitLeadership, NotLeaderError, requests to the leader, lead
     await group.awaitLeadership();
     // The leader answers requests by writing.
     group.on('request', ({ from, value }) => group.set('asked', { from, value }));
-    return { id: group.id, isLeader: group.isLeader, term: group.term };
+    return { id: group.id, isLeader: group.isLeader, term: group.term, leadership: group.leadership };
   }, name);
   assert.equal(first.isLeader, true);
+  assert.equal(first.leadership, 'web-locks');
   assert.ok(first.term >= 1);
 
   const follower = await b.run(async (name, leader) => {

@@ -49,35 +49,40 @@ test('a write in tab A appears in tab B', async () => {
   await b.close();
 });
 
-test('closing the leader tab hands leadership to the other', async () => {
-  const name = unique('close');
-  const a = await tabInGroup(name);
-  await awaitLeader(a, null);
-  const b = await tabInGroup(name);
-  await awaitLeader(b, a.id);
-  const before = await leaderOf(a);
-  await a.close();
-  await awaitLeader(b, null);
-  const after = await leaderOf(b);
-  assert.equal(after.isLeader, true);
-  assert.ok(after.term > before.term, `a newer term: ${after.term} > ${before.term}`);
-  await b.close();
-});
+for (const locks of [true, false]) {
+  const how = locks ? 'with Web Locks' : 'by gossip';
 
-test('a crashed leader tab is replaced', async () => {
-  const name = unique('crash');
-  const a = await tabInGroup(name);
-  await awaitLeader(a, null);
-  const b = await tabInGroup(name);
-  await awaitLeader(b, a.id);
-  await a.run(() => group.set('before', 'the crash'));
-  await b.run(() => until(group, () => group.get('before'), 'the write before the crash'));
-  await a.crash();
-  await awaitLeader(b, null);
-  await b.run(() => group.set('after', 'the crash'));
-  assert.equal(await b.run(() => group.get('before')), 'the crash');
-  await b.close();
-});
+  test(`closing the leader tab hands leadership to the other (${how})`, async () => {
+    const name = unique('close');
+    const a = await tabInGroup(name, { locks });
+    await awaitLeader(a, null);
+    const b = await tabInGroup(name, { locks });
+    assert.equal(await b.run(() => group.leadership), locks ? 'web-locks' : 'gossip');
+    await awaitLeader(b, a.id);
+    const before = await leaderOf(a);
+    await a.close();
+    await awaitLeader(b, null);
+    const after = await leaderOf(b);
+    assert.equal(after.isLeader, true);
+    assert.ok(after.term > before.term, `a newer term: ${after.term} > ${before.term}`);
+    await b.close();
+  });
+
+  test(`a crashed leader tab is replaced (${how})`, async () => {
+    const name = unique('crash');
+    const a = await tabInGroup(name, { locks });
+    await awaitLeader(a, null);
+    const b = await tabInGroup(name, { locks });
+    await awaitLeader(b, a.id);
+    await a.run(() => group.set('before', 'the crash'));
+    await b.run(() => until(group, () => group.get('before'), 'the write before the crash'));
+    await a.crash();
+    await awaitLeader(b, null);
+    await b.run(() => group.set('after', 'the crash'));
+    assert.equal(await b.run(() => group.get('before')), 'the crash');
+    await b.close();
+  });
+}
 
 test('a tab opened later restores the state from localStorage', async () => {
   const name = unique('restore');

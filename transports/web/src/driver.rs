@@ -14,6 +14,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 
+use js_sys::Promise;
+use replisync::authority::{AuthorityAnswer, AuthorityRequest};
 use replisync::{
     Bundle, Clock, Config, Degradation, Event, Lease, Lifecycle, Now, Persist, Replica, Request,
     SourceId, Stats, Store, SyncMode, Writer,
@@ -24,6 +26,7 @@ use web_sys::{EventTarget, PageTransitionEvent, VisibilityState, Window};
 
 use crate::channel::{Channel, ChannelChoice, ChannelKind};
 use crate::error::describe;
+use crate::locks::{self, Lock, LockState};
 use crate::names::Names;
 use crate::store::{StorageChoice, StoreKind, WebStore};
 use crate::{BrowserClock, GroupError, OpenError};
@@ -82,6 +85,31 @@ impl Options {
 /// Identifies a listener added with [`WebReplica::subscribe`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ListenerId(u64);
+
+/// How leadership is settled, as a group opened it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Leadership {
+    /// The Web Locks API: at most one tab leads at any time, and a successor takes
+    /// over as soon as the leader's tab closes or dies (the browser hands the lock to
+    /// the next tab waiting for it).
+    WebLocks,
+    /// The core's gossip rules (no Web Locks, or not wanted): eventually one leader,
+    /// always fenced; a successor takes over after the lease expires.
+    Gossip,
+    /// Distributed mode: no tab leads.
+    None,
+}
+
+impl core::fmt::Display for Leadership {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Leadership::WebLocks => "web-locks",
+            Leadership::Gossip => "gossip",
+            Leadership::None => "none",
+        })
+    }
+}
 
 type Listener<S, R> = Rc<RefCell<dyn FnMut(&Event<R>, &WebReplica<S, R>)>>;
 
@@ -192,6 +220,21 @@ struct Core<S: Bundle, R: Request> {
     timer: Timer,
     page: Vec<PageListener>,
     phase: Phase,
+    /// Leader mode under Web Locks.
+    use_locks: bool,
+    /// The request for the group's lock: queued, or held.
+    lock: Option<Lock>,
+    /// The term this tab holds under the lock.
+    lock_term: Option<u64>,
+    /// Locks given back or lost, kept until the browser has settled them (their
+    /// callbacks must outlive that).
+    retired: Vec<Lock>,
+    /// Settles once the last lock given back is released.
+    released: Option<Promise>,
+    /// The term counter where localStorage does not work.
+    memory_term: u64,
+    /// Answers of the authority, for the replica.
+    answers: VecDeque<AuthorityAnswer>,
     degradations: Vec<Degradation>,
     /// Events raised by the driver itself, for the queue.
     raised: Vec<Event<R>>,
@@ -231,10 +274,27 @@ impl<S: Bundle, R: Request> WebReplica<S, R> {
                 raised.push(Event::Degraded { reason });
             }
         }
+        let use_locks = options.config.mode == SyncMode::Leader
+            && options.locks
+            && {
+                let available = locks::available(&window);
+                if !available {
+                    let reason = Degradation::Transport(
+                    "the Web Locks API is missing: leadership is settled by gossip (a successor takes over once the lease expires)".into(),
+                );
+                    degradations.push(reason.clone());
+                    raised.push(Event::Degraded { reason });
+                }
+                available
+            };
         let clock = BrowserClock::new(&window);
         let shared = Rc::new_cyclic(|this: &Weak<Shared<S, R>>| {
             let timer = Timer::new(&window, this.clone(), |shared| {
-                shared.core.borrow_mut().timer.fired();
+                let mut core = shared.core.borrow_mut();
+                core.timer.fired();
+                // Outside every lock callback: settled locks may go now.
+                core.retired.retain(|l| l.state() != LockState::Done);
+                drop(core);
                 let _ = shared.input(|r, now| r.handle_timeout(now));
             });
             let save_timer = Timer::new(&window, this.clone(), |shared| {
@@ -263,6 +323,13 @@ impl<S: Bundle, R: Request> WebReplica<S, R> {
                     timer,
                     page: Vec::new(),
                     phase: Phase::Away,
+                    use_locks,
+                    lock: None,
+                    lock_term: None,
+                    retired: Vec::new(),
+                    released: None,
+                    memory_term: 0,
+                    answers: VecDeque::new(),
                     degradations,
                     raised,
                 }),
@@ -400,19 +467,37 @@ impl<S: Bundle, R: Request> WebReplica<S, R> {
     /// Leaves the group for good: pending writes go out, a leader releases the lease
     /// (another tab takes over at once), the replica says goodbye, and every listener
     /// the driver added to the page is removed. Later writes fail with
-    /// [`GroupError::Closed`]. Idempotent.
+    /// [`GroupError::Closed`]. Idempotent. [`WebReplica::released`] tells when the Web
+    /// Lock is given back.
     pub fn close(&self) {
         {
             let mut core = self.shared.core.borrow_mut();
-            if core.phase == Phase::Closed {
-                return;
+            if core.phase != Phase::Closed {
+                let mut queue = self.shared.queue.borrow_mut();
+                core.leave(&mut queue);
+                core.unlisten_to_page();
+                core.phase = Phase::Closed;
             }
-            let mut queue = self.shared.queue.borrow_mut();
-            core.leave(&mut queue);
-            core.unlisten_to_page();
-            core.phase = Phase::Closed;
         }
         self.shared.deliver();
+    }
+
+    /// A promise that settles (never rejects) once the Web Lock this tab last gave
+    /// back, or its request withdrawn, is free of it: after [`WebReplica::close`], when
+    /// another tab can take the lock. At once if it never held one.
+    pub fn released(&self) -> Promise {
+        let released = self.shared.core.borrow().released.clone();
+        released.unwrap_or_else(|| Promise::resolve(&wasm_bindgen::JsValue::UNDEFINED))
+    }
+
+    /// How leadership is settled in this group.
+    pub fn leadership(&self) -> Leadership {
+        let core = self.shared.core.borrow();
+        match core.config.mode {
+            SyncMode::Distributed => Leadership::None,
+            _ if core.use_locks => Leadership::WebLocks,
+            _ => Leadership::Gossip,
+        }
     }
 }
 
@@ -462,6 +547,51 @@ impl<S: Bundle, R: Request> Shared<S, R> {
         };
         if raised {
             self.deliver();
+        }
+    }
+
+    /// The browser granted the group's lock: the replica may lead, in a term newer than
+    /// any granted before (the counter is read and raised while holding the lock).
+    fn lock_granted(self: &Rc<Self>) {
+        let term = {
+            let mut core = self.core.borrow_mut();
+            let known = core.replica.lease().map_or(0, |l| l.term);
+            let term = core.stored_term().max(known).saturating_add(1);
+            core.raise_term(term);
+            core.lock_term = Some(term);
+            term
+        };
+        let _ = self.input(|r, now| {
+            r.handle_authority(
+                now,
+                AuthorityAnswer::Granted {
+                    ask: None,
+                    term,
+                    valid_ms: None,
+                },
+            )
+        });
+    }
+
+    /// A held lock ended without being given back: the replica stops leading, and the
+    /// tab queues for the lock again.
+    fn lock_lost(self: &Rc<Self>) {
+        let term = {
+            let mut core = self.core.borrow_mut();
+            if let Some(lock) = core.lock.take() {
+                core.retired.push(lock);
+            }
+            core.lock_term.take()
+        };
+        if let Some(term) = term {
+            let _ = self.input(|r, now| r.handle_authority(now, AuthorityAnswer::Lost { term }));
+        }
+        let mut core = self.core.borrow_mut();
+        if core.phase == Phase::Open && core.use_locks && core.lock.is_none() {
+            match core.request_lock() {
+                Ok(lock) => core.lock = Some(lock),
+                Err(why) => tracing::warn!(%why, "the Web Lock could not be asked for again"),
+            }
         }
     }
 
@@ -565,11 +695,26 @@ impl<S: Bundle, R: Request> Core<S, R> {
     /// the back-forward cache with a new replica of the same id.
     fn join(&mut self, first: bool) -> Result<(), OpenError> {
         let now = self.clock.now();
-        if !first {
-            self.replica = Replica::new(self.config.clone(), self.me)?;
-            self.store_failing = false;
-            self.send_failing = false;
+        let mut replica = Replica::new(self.config.clone(), self.me)?;
+        if self.use_locks {
+            match self.request_lock() {
+                Ok(lock) => {
+                    self.lock = Some(lock);
+                    replica = replica.with_authority();
+                }
+                Err(why) => {
+                    self.use_locks = false;
+                    self.degrade(Degradation::Transport(format!(
+                        "navigator.locks.request failed ({why}): leadership is settled by gossip"
+                    )));
+                }
+            }
         }
+        self.replica = replica;
+        self.lock_term = None;
+        self.store_failing = false;
+        self.send_failing = false;
+        let _ = first;
         match self.store.load() {
             Ok(Some(bytes)) => {
                 // An unreadable store is reported by the replica (Degraded), kept, and
@@ -609,6 +754,119 @@ impl<S: Bundle, R: Request> Core<S, R> {
         Ok(())
     }
 
+    /// Queues a request for the group's Web Lock.
+    fn request_lock(&self) -> Result<Lock, String> {
+        let on_grant = self.this.clone();
+        let on_loss = self.this.clone();
+        Lock::request(
+            &self.window,
+            &self.names.lock(),
+            move || {
+                if let Some(shared) = on_grant.upgrade() {
+                    shared.lock_granted();
+                }
+            },
+            move || {
+                if let Some(shared) = on_loss.upgrade() {
+                    shared.lock_lost();
+                }
+            },
+        )
+    }
+
+    /// Gives a lock back (or withdraws its request), keeping it until the browser has
+    /// settled it.
+    fn retire(&mut self, lock: Lock) {
+        lock.release();
+        self.released = Some(lock.settled());
+        self.retired.push(lock);
+    }
+
+    fn lock_held(&self) -> bool {
+        self.lock
+            .as_ref()
+            .is_some_and(|l| l.state() == LockState::Held)
+    }
+
+    /// The last term granted under the lock, by any tab.
+    fn stored_term(&self) -> u64 {
+        let stored = match self.store.local_storage() {
+            Some(storage) => locks::stored_term(storage, &self.names.term_key()),
+            None => 0,
+        };
+        stored.max(self.memory_term)
+    }
+
+    /// Raises the term counter to `term` (only while holding the lock).
+    fn raise_term(&mut self, term: u64) {
+        self.memory_term = self.memory_term.max(term);
+        if let Some(storage) = self.store.local_storage() {
+            if let Err(why) = locks::store_term(storage, &self.names.term_key(), term) {
+                tracing::warn!(%why, "the lease term could not be stored");
+            }
+        }
+    }
+
+    /// Carries out a request of the replica to its authority: the Web Lock, and the
+    /// term counter kept beside it.
+    fn authority_request(&mut self, request: AuthorityRequest) {
+        match request {
+            AuthorityRequest::Acquire { ask, term, .. } => {
+                let stored = self.stored_term();
+                let answer = if self.lock_held() && (term > stored || self.lock_term == Some(term))
+                {
+                    // Held: the grant moves to the newer term asked for.
+                    self.raise_term(term);
+                    self.lock_term = Some(term);
+                    AuthorityAnswer::Granted {
+                        ask: Some(ask),
+                        term,
+                        valid_ms: None,
+                    }
+                } else {
+                    // Not held (the request waits in the browser's queue, and its grant
+                    // will come unasked), or a term already spent.
+                    AuthorityAnswer::Refused {
+                        ask: Some(ask),
+                        term: stored.max(self.lock_term.unwrap_or(0)),
+                        holder: None,
+                    }
+                };
+                self.answers.push_back(answer);
+            }
+            AuthorityRequest::Renew { ask, term, .. } => {
+                let answer = if self.lock_held() && self.lock_term == Some(term) {
+                    AuthorityAnswer::Granted {
+                        ask: Some(ask),
+                        term,
+                        valid_ms: None,
+                    }
+                } else {
+                    AuthorityAnswer::Lost { term }
+                };
+                self.answers.push_back(answer);
+            }
+            AuthorityRequest::Release { term } => {
+                if self.lock_term.is_some_and(|held| held != term) {
+                    return; // an older term, moved on from
+                }
+                self.lock_term = None;
+                if let Some(lock) = self.lock.take() {
+                    self.retire(lock);
+                }
+                if self.phase == Phase::Open && !self.replica.has_left() {
+                    // Back in the queue, to lead again once the others had their turn.
+                    match self.request_lock() {
+                        Ok(lock) => self.lock = Some(lock),
+                        Err(why) => {
+                            tracing::warn!(%why, "the Web Lock could not be asked for again")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     fn degrade(&mut self, reason: Degradation) {
         self.degradations.push(reason.clone());
         self.raised.push(Event::Degraded { reason });
@@ -617,6 +875,18 @@ impl<S: Bundle, R: Request> Core<S, R> {
     /// Drains every output of the replica.
     fn pump(&mut self, queue: &mut VecDeque<Event<R>>) {
         queue.extend(self.raised.drain(..));
+        // The authority's answers are inputs too: carry out every request, hand back
+        // every answer, until the replica asks nothing more.
+        loop {
+            while let Some(request) = self.replica.poll_authority() {
+                self.authority_request(request);
+            }
+            let Some(answer) = self.answers.pop_front() else {
+                break;
+            };
+            let now = self.clock.now();
+            self.replica.handle_authority(now, answer);
+        }
         while let Some(bytes) = self.replica.poll_transmit() {
             let Some(channel) = &mut self.channel else {
                 continue;
@@ -677,6 +947,13 @@ impl<S: Bundle, R: Request> Core<S, R> {
         }
         self.save(queue);
         self.save_timer.cancel();
+        // A lock still held was given back with the lease; a request still queued is
+        // withdrawn, so that the page keeps no lock (and stays eligible for the
+        // back-forward cache).
+        if let Some(lock) = self.lock.take() {
+            self.retire(lock);
+        }
+        self.lock_term = None;
         if let Some(mut channel) = self.channel.take() {
             channel.close();
         }
@@ -732,6 +1009,13 @@ impl<S: Bundle, R: Request> Drop for Core<S, R> {
         let mut queue = VecDeque::new();
         self.leave(&mut queue);
         self.unlisten_to_page();
+        // The browser may still call back a lock it has not settled: those callbacks
+        // must stay valid after this.
+        for lock in self.retired.drain(..) {
+            if lock.state() != LockState::Done {
+                lock.leak();
+            }
+        }
     }
 }
 

@@ -460,7 +460,7 @@ impl Group {
 
     /// Leaves the group: pending writes go out, a leader hands over at once, and this
     /// object stops working (listeners are dropped, pending `awaitLeadership` promises
-    /// reject). Resolves once done.
+    /// reject). Resolves once done, the Web Lock given back.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn close(&self) -> Promise {
         self.replica.close();
@@ -469,7 +469,16 @@ impl Group {
             "GroupClosedError",
             "the group was closed before this tab became leader",
         )));
-        Promise::resolve(&JsValue::UNDEFINED)
+        self.replica.released()
+    }
+
+    /// How leadership is settled: `'web-locks'` (one leader at a time; a successor
+    /// takes over as soon as the leader's tab closes or dies), `'gossip'` (no Web
+    /// Locks, or `locks: false`: a successor takes over once the lease expires), or
+    /// `'none'` (distributed mode).
+    #[wasm_bindgen(getter, unchecked_return_type = "'web-locks' | 'gossip' | 'none'")]
+    pub fn leadership(&self) -> String {
+        self.replica.leadership().to_string()
     }
 }
 

@@ -32,14 +32,13 @@ mod driver;
 mod error;
 mod js;
 mod json;
-#[allow(dead_code)] // wired to the replica once the core takes authority answers
 mod locks;
 pub mod names;
 pub mod store;
 
 pub use channel::{ChannelChoice, ChannelKind};
 pub use clock::BrowserClock;
-pub use driver::{ListenerId, Options, WebReplica};
+pub use driver::{Leadership, ListenerId, Options, WebReplica};
 pub use error::{GroupError, OpenError};
 pub use js::{open_group, Group};
 pub use json::{JsonMap, JsonText};

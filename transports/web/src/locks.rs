@@ -158,6 +158,13 @@ impl Lock {
         }
     }
 
+    /// Keeps the callbacks alive for good (for a lock the browser may still call back
+    /// after its owner is gone).
+    pub fn leak(self) {
+        self._callback.forget();
+        self._settle.forget();
+    }
+
     /// A promise that settles once the lock is released or the request withdrawn.
     pub fn settled(&self) -> Promise {
         self.settled.clone()

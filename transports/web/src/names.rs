@@ -63,7 +63,6 @@ impl Names {
     }
 
     /// The name of the group's Web Lock.
-    #[allow(dead_code)] // until the lock is wired to the replica
     pub fn lock(&self) -> String {
         format!("{}lease", self.prefix)
     }
@@ -94,7 +93,6 @@ impl Names {
     }
 
     /// The key of the last term granted under the Web Lock.
-    #[allow(dead_code)] // until the lock is wired to the replica
     pub fn term_key(&self) -> String {
         format!("{}term", self.prefix)
     }

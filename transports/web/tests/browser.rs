@@ -3,13 +3,14 @@
 //! message fails its test instead of hanging it.
 #![cfg(target_arch = "wasm32")]
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use js_sys::{Date, Function, Promise};
+use js_sys::{Date, Function, Promise, Reflect};
 use replisync::{Config, Degradation, Event, Lww, LwwMap, Merge};
 use replisync_web::{
-    ChannelChoice, ChannelKind, OpenError, Options, StorageChoice, StoreKind, WebReplica,
+    ChannelChoice, ChannelKind, Leadership, OpenError, Options, StorageChoice, StoreKind,
+    WebReplica,
 };
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::{JsCast, JsValue};
@@ -167,12 +168,75 @@ async fn a_request_reaches_the_leader_which_answers_by_writing() {
     leader.close();
 }
 
-#[wasm_bindgen_test]
-async fn one_leader_and_a_closed_leader_hands_over() {
-    let group = unique("leader");
+/// How many tabs hold, and wait for, the group's Web Lock.
+async fn lock_queue(group: &str) -> (usize, usize) {
+    let locks = Reflect::get(&window().navigator(), &"locks".into()).unwrap();
+    let query: Function = Reflect::get(&locks, &"query".into())
+        .unwrap()
+        .unchecked_into();
+    let snapshot = JsFuture::from(query.call0(&locks).unwrap().unchecked_into::<Promise>())
+        .await
+        .unwrap();
+    let count = |list: &str| {
+        js_sys::Array::from(&Reflect::get(&snapshot, &list.into()).unwrap())
+            .iter()
+            .filter(|l| {
+                Reflect::get(l, &"name".into())
+                    .ok()
+                    .and_then(|n| n.as_string())
+                    .is_some_and(|n| n.contains(group))
+            })
+            .count()
+    };
+    (count("held"), count("pending"))
+}
+
+/// Closes a tab and waits until its Web Lock is given back.
+async fn close(tab: &Tab) {
+    tab.close();
+    JsFuture::from(tab.released()).await.unwrap();
+}
+
+/// Waits until the group's Web Lock is held and waited for by as many tabs as said
+/// (the browser settles a withdrawn or released request a moment after the call).
+async fn wait_for_lock_queue(group: &str, held: usize, pending: usize) {
+    let start = Date::now();
+    loop {
+        let now = lock_queue(group).await;
+        if now == (held, pending) {
+            return;
+        }
+        assert!(
+            Date::now() - start < PATIENCE_MS,
+            "timed out waiting for {held} holder(s) and {pending} waiting of the lock; {now:?}"
+        );
+        sleep(2).await;
+    }
+}
+
+/// One leader among three tabs; closing it hands over to another, in a newer term.
+async fn one_leader_then_handover(locks: bool) {
+    let group = unique(if locks { "locks" } else { "gossip" });
     let tabs: Vec<Tab> = (0..3)
-        .map(|_| open(&group, Config::leader(), |_| {}))
+        .map(|_| open(&group, Config::leader(), |o| o.locks = locks))
         .collect();
+    let expected = if locks {
+        Leadership::WebLocks
+    } else {
+        Leadership::Gossip
+    };
+    assert!(tabs.iter().all(|t| t.leadership() == expected));
+    // With Web Locks, never two leaders: checked at every event any tab reports.
+    let overlap = Rc::new(Cell::new(false));
+    for tab in &tabs {
+        let all: Vec<Tab> = tabs.clone();
+        let overlap = overlap.clone();
+        tab.subscribe(move |_, _| {
+            if all.iter().filter(|t| t.is_leader()).count() > 1 {
+                overlap.set(true);
+            }
+        });
+    }
     wait_for("exactly one leader that every tab knows", || {
         let leaders: Vec<_> = tabs.iter().filter(|t| t.is_leader()).collect();
         leaders.len() == 1 && tabs.iter().all(|t| t.leader() == Some(leaders[0].source()))
@@ -180,7 +244,10 @@ async fn one_leader_and_a_closed_leader_hands_over() {
     .await;
     let first = tabs.iter().position(|t| t.is_leader()).unwrap();
     let term = tabs[first].term();
-    tabs[first].close();
+    if locks {
+        wait_for_lock_queue(&group, 1, 2).await;
+    }
+    close(&tabs[first]).await;
     let rest: Vec<&Tab> = tabs
         .iter()
         .enumerate()
@@ -194,9 +261,63 @@ async fn one_leader_and_a_closed_leader_hands_over() {
             && rest.iter().all(|t| t.leader() == Some(leaders[0].source()))
     })
     .await;
-    for tab in rest {
-        tab.close();
+    if locks {
+        assert!(!overlap.get(), "two tabs led at once under Web Locks");
+        wait_for_lock_queue(&group, 1, 1).await;
+        let stored = window()
+            .local_storage()
+            .unwrap()
+            .unwrap()
+            .get_item(&format!("replisync:{group}:term"))
+            .unwrap();
+        let leader = rest.iter().find(|t| t.is_leader()).unwrap();
+        assert_eq!(
+            stored,
+            Some(leader.term().to_string()),
+            "the term counter beside the lock"
+        );
     }
+    for tab in rest {
+        close(tab).await;
+    }
+    if locks {
+        wait_for_lock_queue(&group, 0, 0).await; // closed tabs keep no lock
+    }
+}
+
+#[wasm_bindgen_test]
+async fn web_locks_give_one_leader_at_a_time_and_a_closed_leader_hands_over() {
+    one_leader_then_handover(true).await;
+}
+
+#[wasm_bindgen_test]
+async fn without_web_locks_gossip_elects_one_leader_and_a_closed_leader_hands_over() {
+    one_leader_then_handover(false).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_tab_that_stops_leading_queues_for_the_lock_again() {
+    let group = unique("requeue");
+    let a = open(&group, Config::leader(), |_| {});
+    wait_for("a to lead", || a.is_leader()).await;
+    let b = open(&group, Config::leader(), |_| {});
+    wait_for("b to know a", || b.leader() == Some(a.source())).await;
+    // The page resumes from a freeze: a leader re-validates, so a stops leading, gives
+    // the lock back and queues behind b, which leads.
+    run_js(
+        "t.dispatchEvent(new Event('resume'));",
+        window().document().unwrap().unchecked_ref(),
+    );
+    wait_for("b to lead", || {
+        b.is_leader() && a.leader() == Some(b.source())
+    })
+    .await;
+    assert!(!a.is_leader());
+    wait_for_lock_queue(&group, 1, 1).await; // a waits for the lock again
+    let term = b.term();
+    close(&b).await;
+    wait_for("a to lead again", || a.is_leader() && a.term() > term).await;
+    close(&a).await;
 }
 
 #[wasm_bindgen_test]
