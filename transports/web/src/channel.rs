@@ -128,9 +128,12 @@ impl Channel {
 
     fn broadcast(channel: BroadcastChannel, mut deliver: impl FnMut(Vec<u8>) + 'static) -> Self {
         let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
-            // Anything but a Uint8Array is not ours: skip it.
-            if let Some(bytes) = event.data().dyn_ref::<js_sys::Uint8Array>() {
-                deliver(bytes.to_vec());
+            // Anything but a typed array is not ours: skip it (the replica's integrity
+            // check judges the bytes). Not `instanceof Uint8Array`: a frame's channel
+            // hands over arrays of the frame's realm.
+            let data = event.data();
+            if js_sys::ArrayBuffer::is_view(&data) {
+                deliver(data.unchecked_ref::<js_sys::Uint8Array>().to_vec());
             }
         });
         channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
@@ -256,4 +259,120 @@ fn open_broadcast(window: &Window, names: &Names) -> Result<BroadcastChannel, St
     js_sys::Reflect::construct(constructor, &args)
         .map(JsCast::unchecked_into)
         .map_err(|e| describe(&e))
+}
+
+/// The transport contract of the crate docs of replisync (the checks of the native
+/// conformance suite, for the browser's channels): whole messages of every size reach
+/// the other member byte for byte, once, and nothing comes back to its sender.
+#[cfg(test)]
+mod conformance {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use js_sys::Promise;
+    use wasm_bindgen_futures::JsFuture;
+    use wasm_bindgen_test::wasm_bindgen_test;
+    use web_sys::HtmlIFrameElement;
+
+    use super::*;
+
+    type Inbox = Rc<RefCell<Vec<Vec<u8>>>>;
+
+    async fn tick() {
+        let promise = Promise::new(&mut |resolve, _| {
+            let _ = web_sys::window()
+                .unwrap()
+                .set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 2);
+        });
+        JsFuture::from(promise).await.unwrap();
+    }
+
+    fn member(window: &Window, names: &Names, id: u128, choice: ChannelChoice) -> (Channel, Inbox) {
+        let inbox: Inbox = Rc::default();
+        let into = inbox.clone();
+        let storage = window.local_storage().unwrap();
+        let (channel, _) = Channel::open(
+            window,
+            names,
+            SourceId::from_u128(id),
+            choice,
+            storage.as_ref(),
+            move |bytes| into.borrow_mut().push(bytes),
+        )
+        .unwrap();
+        (channel, inbox)
+    }
+
+    async fn check(choice: ChannelChoice, kind: ChannelKind) {
+        let names = Names::new(&format!("conformance-{}", js_sys::Math::random())).unwrap();
+        let window = web_sys::window().unwrap();
+        // A second document: the storage event reaches other documents only.
+        let document = window.document().unwrap();
+        let frame: HtmlIFrameElement = document.create_element("iframe").unwrap().unchecked_into();
+        document.body().unwrap().append_child(&frame).unwrap();
+        let other = frame.content_window().unwrap();
+        let (mut a, from_b) = member(&window, &names, 1, choice);
+        let (mut b, from_a) = member(&other, &names, 2, choice);
+        assert_eq!((a.kind(), b.kind()), (kind, kind));
+
+        let sizes = [0usize, 1, 2, 255, 256, 4_096, 65_536, 1 << 20];
+        for (n, size) in sizes.into_iter().enumerate() {
+            let message: Vec<u8> = (0..size).map(|i| (i * 31 + n) as u8).collect();
+            let (sender, inbox) = if n % 2 == 0 {
+                (&mut a, &from_a)
+            } else {
+                (&mut b, &from_b)
+            };
+            sender.post(&message).unwrap();
+            let start = js_sys::Date::now();
+            while inbox.borrow().is_empty() {
+                assert!(
+                    js_sys::Date::now() - start < 10_000.0,
+                    "{kind}: {size} bytes never arrived"
+                );
+                tick().await;
+            }
+            let got = inbox.borrow_mut().remove(0);
+            assert!(
+                got == message,
+                "{kind}: {} bytes arrived for a message of {size}",
+                got.len()
+            );
+        }
+        // Nothing came back to a sender, nor twice: a last message, then both inboxes.
+        a.post(b"last").unwrap();
+        let start = js_sys::Date::now();
+        while from_a.borrow().is_empty() {
+            assert!(
+                js_sys::Date::now() - start < 10_000.0,
+                "{kind}: the last message never arrived"
+            );
+            tick().await;
+        }
+        for _ in 0..10 {
+            tick().await;
+        }
+        assert_eq!(from_a.borrow().as_slice(), [b"last".to_vec()]);
+        assert!(
+            from_b.borrow().is_empty(),
+            "{kind}: a sender got its own message back"
+        );
+        a.close();
+        b.close();
+        frame.remove();
+    }
+
+    #[wasm_bindgen_test]
+    async fn broadcast_channel_keeps_the_transport_contract() {
+        check(
+            ChannelChoice::BroadcastChannel,
+            ChannelKind::BroadcastChannel,
+        )
+        .await;
+    }
+
+    #[wasm_bindgen_test]
+    async fn the_storage_event_keeps_the_transport_contract() {
+        check(ChannelChoice::StorageEvent, ChannelKind::StorageEvent).await;
+    }
 }

@@ -22,7 +22,7 @@ use replisync::{
 };
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::JsCast;
-use web_sys::{EventTarget, PageTransitionEvent, VisibilityState, Window};
+use web_sys::{EventTarget, VisibilityState, Window};
 
 use crate::channel::{Channel, ChannelChoice, ChannelKind};
 use crate::error::describe;
@@ -625,9 +625,12 @@ impl<S: Bundle, R: Request> Shared<S, R> {
                 None
             }
             "pageshow" => {
-                let persisted = event
-                    .dyn_ref::<PageTransitionEvent>()
-                    .is_some_and(PageTransitionEvent::persisted);
+                // Read as a property: a frame's events are not `instanceof` this
+                // realm's PageTransitionEvent.
+                let persisted = js_sys::Reflect::get(event, &"persisted".into())
+                    .ok()
+                    .and_then(|p| p.as_bool())
+                    .unwrap_or(false);
                 let away = self.core.borrow().phase == Phase::Away;
                 if persisted && away {
                     // Back from the back-forward cache: join again, same id.

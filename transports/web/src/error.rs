@@ -107,22 +107,25 @@ impl From<WriteError> for GroupError {
     }
 }
 
-/// A JavaScript exception as text: `Name: message` for an `Error`, the string itself,
-/// or the value's debug form.
+/// A JavaScript exception as text: `Name: message` for an error (a `DOMException` or
+/// an `Error`, of any realm: a frame's errors are not `instanceof` this one's), the
+/// string itself, or the value's debug form.
 pub(crate) fn describe(value: &JsValue) -> String {
-    if let Some(e) = value.dyn_ref::<js_sys::Error>() {
-        let name = String::from(e.name());
-        let message = String::from(e.message());
-        return if message.is_empty() {
-            name
-        } else {
-            format!("{name}: {message}")
+    if let Some(s) = value.as_string() {
+        return s;
+    }
+    if value.is_object() {
+        let field = |name: &str| {
+            js_sys::Reflect::get(value, &JsValue::from_str(name))
+                .ok()
+                .and_then(|v| v.as_string())
         };
+        if let (Some(name), message) = (field("name"), field("message")) {
+            return match message {
+                Some(m) if !m.is_empty() => format!("{name}: {m}"),
+                _ => name,
+            };
+        }
     }
-    match value.as_string() {
-        Some(s) => s,
-        None => format!("{value:?}"),
-    }
+    format!("{value:?}")
 }
-
-use wasm_bindgen::JsCast as _;

@@ -380,7 +380,7 @@ async fn without_local_storage_the_state_is_kept_in_memory_and_reported() {
     let group = unique("memory");
     let (iframe, frame_window) = frame();
     run_js(
-        "Object.defineProperty(t, 'localStorage', { get() { throw new DOMException('The operation is insecure.', 'SecurityError'); } });",
+        "Object.defineProperty(t, 'localStorage', { get() { throw new t.DOMException('The operation is insecure.', 'SecurityError'); } });",
         frame_window.unchecked_ref(),
     );
     let insisted = WebReplica::<Doc, String>::open({
@@ -485,7 +485,7 @@ async fn pagehide_leaves_and_pageshow_from_the_cache_joins_again() {
     .await;
 
     run_js(
-        "t.dispatchEvent(new PageTransitionEvent('pagehide', { persisted: true }));",
+        "t.dispatchEvent(new t.PageTransitionEvent('pagehide', { persisted: true }));",
         frame_window.unchecked_ref(),
     );
     wait_for("a goodbye from the hidden page", || {
@@ -500,7 +500,7 @@ async fn pagehide_leaves_and_pageshow_from_the_cache_joins_again() {
     set_title(&here, "while away");
 
     run_js(
-        "t.dispatchEvent(new PageTransitionEvent('pageshow', { persisted: true }));",
+        "t.dispatchEvent(new t.PageTransitionEvent('pageshow', { persisted: true }));",
         frame_window.unchecked_ref(),
     );
     assert_eq!(there.source(), id, "the same id after the cache");
