@@ -209,3 +209,27 @@ test('without localStorage the group keeps its state in memory and says so', asy
   assert.deepEqual(outcome.degradations, outcome.heard);
   await tab.close();
 });
+
+test('without Web Locks a leader group leads by gossip and says so', async () => {
+  const tab = await browser.open(page);
+  const outcome = await tab.run(async (name) => {
+    Object.defineProperty(Navigator.prototype, 'locks', { get() { return undefined; } });
+    const group = await replisync.openGroup({ name });
+    const heard = [];
+    group.on('degraded', (e) => heard.push(e));
+    await Promise.race([group.awaitLeadership(), new Promise((_, r) => setTimeout(() => r(new Error('no leadership in 10 s')), 10000))]);
+    const out = { leadership: group.leadership, isLeader: group.isLeader, heard };
+    await group.close();
+    const chosen = await replisync.openGroup({ name: `${name}-chosen`, locks: false });
+    out.chosen = { leadership: chosen.leadership, degradations: chosen.degradations.length };
+    await chosen.close();
+    return out;
+  }, unique('api-gossip'));
+  assert.equal(outcome.leadership, 'gossip');
+  assert.equal(outcome.isLeader, true, 'a lone tab leads by gossip too');
+  assert.equal(outcome.heard.length, 1);
+  assert.equal(outcome.heard[0].reason, 'transport');
+  assert.match(outcome.heard[0].message, /Web Locks API is missing: leadership is settled by gossip/);
+  assert.deepEqual(outcome.chosen, { leadership: 'gossip', degradations: 0 }, 'locks: false is a choice, not a degradation');
+  await tab.close();
+});
