@@ -31,6 +31,9 @@ use crate::names::Names;
 use crate::store::{StorageChoice, StoreKind, WebStore};
 use crate::{BrowserClock, GroupError, OpenError};
 
+/// The degradation reported where leader mode finds no Web Locks.
+const NO_WEB_LOCKS: &str = "the Web Locks API is missing: leadership is settled by gossip (a successor takes over once the lease expires)";
+
 /// Events held for the first listener, at most.
 const HELD_EVENTS: usize = 1_024;
 
@@ -274,19 +277,13 @@ impl<S: Bundle, R: Request> WebReplica<S, R> {
                 raised.push(Event::Degraded { reason });
             }
         }
-        let use_locks = options.config.mode == SyncMode::Leader
-            && options.locks
-            && {
-                let available = locks::available(&window);
-                if !available {
-                    let reason = Degradation::Transport(
-                    "the Web Locks API is missing: leadership is settled by gossip (a successor takes over once the lease expires)".into(),
-                );
-                    degradations.push(reason.clone());
-                    raised.push(Event::Degraded { reason });
-                }
-                available
-            };
+        let mut use_locks = options.config.mode == SyncMode::Leader && options.locks;
+        if use_locks && !locks::available(&window) {
+            use_locks = false;
+            let reason = Degradation::Transport(NO_WEB_LOCKS.into());
+            degradations.push(reason.clone());
+            raised.push(Event::Degraded { reason });
+        }
         let clock = BrowserClock::new(&window);
         let shared = Rc::new_cyclic(|this: &Weak<Shared<S, R>>| {
             let timer = Timer::new(&window, this.clone(), |shared| {
@@ -717,7 +714,6 @@ impl<S: Bundle, R: Request> Core<S, R> {
         self.lock_term = None;
         self.store_failing = false;
         self.send_failing = false;
-        let _ = first;
         match self.store.load() {
             Ok(Some(bytes)) => {
                 // An unreadable store is reported by the replica (Degraded), kept, and
