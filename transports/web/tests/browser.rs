@@ -581,3 +581,25 @@ async fn delayed_store_writes_wait_and_are_written_on_leaving() {
     wait_for("the delayed write", || log_keys(&group) != before).await;
     quick.close();
 }
+
+#[wasm_bindgen_test]
+async fn a_hidden_page_writes_its_delayed_store_at_once() {
+    let group = unique("hidden");
+    let (iframe, frame_window) = frame();
+    let tab = open(&group, Config::distributed(), |o| {
+        o.window = Some(frame_window.clone());
+        o.store_delay_ms = 60_000;
+    });
+    set_title(&tab, "before hiding");
+    assert_eq!(log_keys(&group), 0, "delayed");
+    run_js(
+        "Object.defineProperty(t.document, 'visibilityState', { get() { return 'hidden'; } }); t.document.dispatchEvent(new t.Event('visibilitychange'));",
+        frame_window.unchecked_ref(),
+    );
+    assert!(
+        log_keys(&group) > 0,
+        "a hidden page may be discarded: written at once"
+    );
+    tab.close();
+    iframe.remove();
+}
