@@ -1,0 +1,684 @@
+//! The JavaScript API: `openGroup` and the `Group` class, over a [`JsonMap`].
+//!
+//! Names follow the JavaScript habits: camelCase, `on(type, listener)` returning an
+//! unsubscribe function, promises for what completes later, `TypeError` for an argument
+//! of the wrong type or value. Errors of state carry a `name` to branch on:
+//! `NotLeaderError` (a write on a follower in leader mode: send a request instead),
+//! `GroupClosedError`, `WriteError`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use js_sys::{Array, Function, Object, Promise, Reflect, JSON};
+use replisync::{Config, Degradation, Event, LeadershipLoss, Stamp, SyncMode, WriteError};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+
+use crate::{
+    ChannelChoice, GroupError, JsonMap, JsonText, OpenError, Options, StorageChoice, WebReplica,
+};
+
+#[wasm_bindgen(typescript_custom_section)]
+const TYPES: &'static str = r#"
+/** A JSON value: what `JSON.stringify` writes and `JSON.parse` reads. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+/** How to open a group. */
+export interface GroupOptions {
+  /** The group's name: the tabs of one origin that open the same name share one state. */
+  name: string;
+  /** `'leader'` (the default): one tab leads and writes, the others send requests.
+   *  `'distributed'`: every tab writes; the last write wins. */
+  mode?: 'leader' | 'distributed';
+  /** The channel between tabs: BroadcastChannel where it exists, else the storage event. */
+  transport?: 'auto' | 'broadcast-channel' | 'storage-event';
+  /** Where the state is kept: localStorage where it works, else memory. */
+  storage?: 'auto' | 'local-storage' | 'memory';
+  /** Leader mode: make leadership exclusive with Web Locks where the browser has them (default true). */
+  locks?: boolean;
+  /** Coalesce writes for this many milliseconds before sending them (default 0: at once). */
+  flushIntervalMs?: number;
+  /** Delay localStorage writes by this many milliseconds, so that a burst of changes is
+   *  stored once (default 0: stored at once). Written at once when the page is hidden or left. */
+  storeDelayMs?: number;
+}
+
+/** `change`: keys whose value changed (set, deleted, or merged from another tab). */
+export interface ChangeEvent { keys: string[] }
+/** `leader`: who leads now (`null`: nobody), in which term, and whether it is this tab. */
+export interface LeaderEvent { leader: string | null; term: number; isLeader: boolean }
+/** `request`: a request made with `group.request(value)`, delivered to the leader. */
+export interface RequestEvent { from: string; value: Json }
+/** `degraded`: the group works with less than it should (`reason`: a short code). */
+export interface DegradedEvent { reason: 'store' | 'transport' | 'store-unreadable' | 'store-record-dropped' | 'persist-failed' | 'unsendable' | 'other'; message: string }
+/** `peer`: another tab joined or left. */
+export interface PeerEvent { peer: string; joined: boolean; saidGoodbye: boolean }
+
+export interface GroupEventMap {
+  change: ChangeEvent;
+  leader: LeaderEvent;
+  request: RequestEvent;
+  degraded: DegradedEvent;
+  peer: PeerEvent;
+}
+
+export interface Group {
+  /** Calls `listener` on every event of `type`; returns the function that stops it.
+   *  A `degraded` listener also hears, at once, the degradations already in force. */
+  on<K extends keyof GroupEventMap>(type: K, listener: (event: GroupEventMap[K]) => void): () => void;
+}
+"#;
+
+const EVENT_TYPES: [&str; 5] = ["change", "leader", "request", "degraded", "peer"];
+
+/// Listeners and what they are told, shared with the replica's listener.
+#[derive(Default)]
+struct Hub {
+    listeners: RefCell<Vec<(u32, &'static str, Function)>>,
+    next: Cell<u32>,
+    degraded: RefCell<Vec<JsValue>>,
+    waiters: RefCell<Vec<(Function, Function)>>,
+    stamps: RefCell<BTreeMap<String, Stamp>>,
+    last_leader: RefCell<Option<(Option<String>, u64, bool)>>,
+}
+
+impl Hub {
+    fn emit(&self, kind: &'static str, detail: &JsValue) {
+        let listeners: Vec<Function> = self
+            .listeners
+            .borrow()
+            .iter()
+            .filter(|(_, k, _)| *k == kind)
+            .map(|(_, _, f)| f.clone())
+            .collect();
+        for f in listeners {
+            if let Err(e) = f.call1(&JsValue::UNDEFINED, detail) {
+                // A throwing listener must not stop the others, nor the replica.
+                web_sys::console::error_2(
+                    &format!("replisync: a '{kind}' listener threw").into(),
+                    &e,
+                );
+            }
+        }
+    }
+
+    fn settle_waiters(&self, outcome: Result<(), JsValue>) {
+        let waiters: Vec<_> = self.waiters.borrow_mut().drain(..).collect();
+        for (resolve, reject) in waiters {
+            let _ = match &outcome {
+                Ok(()) => resolve.call0(&JsValue::UNDEFINED),
+                Err(e) => reject.call1(&JsValue::UNDEFINED, e),
+            };
+        }
+    }
+
+    /// The keys whose register changed since last asked.
+    fn changed_keys(&self, state: &JsonMap) -> Vec<String> {
+        let mut stamps = self.stamps.borrow_mut();
+        let mut keys = Vec::new();
+        for (key, register) in state.entries.registers() {
+            if stamps.get(key) != Some(register.stamp()) {
+                stamps.insert(key.clone(), *register.stamp());
+                keys.push(key.clone());
+            }
+        }
+        keys
+    }
+
+    fn on_event(&self, event: &Event<JsonText>, group: &WebReplica<JsonMap, JsonText>) {
+        match event {
+            Event::Changed { .. } => {
+                let keys = group.with_state(|s| self.changed_keys(s));
+                if !keys.is_empty() {
+                    let list: Array = keys.iter().map(|k| JsValue::from_str(k)).collect();
+                    self.emit("change", &object(&[("keys", list.into())]));
+                }
+            }
+            Event::LeadershipGained { .. }
+            | Event::LeadershipLost { .. }
+            | Event::LeaderChanged { .. } => {
+                if let Event::LeadershipLost { reason, .. } = event {
+                    tracing::debug!(?reason, "leadership lost");
+                    let _: &LeadershipLoss = reason;
+                }
+                let now = (
+                    group.leader().map(|l| l.to_string()),
+                    group.term(),
+                    group.is_leader(),
+                );
+                let changed = self.last_leader.borrow().as_ref() != Some(&now);
+                if changed {
+                    *self.last_leader.borrow_mut() = Some(now.clone());
+                    let (leader, term, is_leader) = now;
+                    self.emit(
+                        "leader",
+                        &object(&[
+                            (
+                                "leader",
+                                leader.map_or(JsValue::NULL, |l| JsValue::from_str(&l)),
+                            ),
+                            ("term", JsValue::from_f64(term as f64)),
+                            ("isLeader", JsValue::from_bool(is_leader)),
+                        ]),
+                    );
+                    if is_leader {
+                        self.settle_waiters(Ok(()));
+                    }
+                }
+            }
+            Event::Request { from, request } => {
+                let value = JSON::parse(request.as_str()).unwrap_or(JsValue::NULL);
+                self.emit(
+                    "request",
+                    &object(&[
+                        ("from", JsValue::from_str(&from.to_string())),
+                        ("value", value),
+                    ]),
+                );
+            }
+            Event::Degraded { reason } => {
+                let (code, message) = degradation(reason);
+                let detail = object(&[
+                    ("reason", JsValue::from_str(code)),
+                    ("message", JsValue::from_str(&message)),
+                ]);
+                self.degraded.borrow_mut().push(detail.clone());
+                self.emit("degraded", &detail);
+            }
+            Event::PeerJoined { peer } => self.emit(
+                "peer",
+                &object(&[
+                    ("peer", JsValue::from_str(&peer.to_string())),
+                    ("joined", JsValue::TRUE),
+                    ("saidGoodbye", JsValue::FALSE),
+                ]),
+            ),
+            Event::PeerLeft { peer, said_goodbye } => self.emit(
+                "peer",
+                &object(&[
+                    ("peer", JsValue::from_str(&peer.to_string())),
+                    ("joined", JsValue::FALSE),
+                    ("saidGoodbye", JsValue::from_bool(*said_goodbye)),
+                ]),
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// A group as JavaScript sees it: the tabs of one origin that opened the same name,
+/// sharing a map of JSON values. Made by `openGroup`.
+#[wasm_bindgen]
+pub struct Group {
+    replica: WebReplica<JsonMap, JsonText>,
+    hub: Rc<Hub>,
+}
+
+/// Opens a group (see `GroupOptions`); the promise rejects with a `TypeError` for bad
+/// options.
+#[wasm_bindgen(js_name = openGroup, unchecked_return_type = "Promise<Group>")]
+pub fn open_group(
+    #[wasm_bindgen(unchecked_param_type = "GroupOptions")] options: JsValue,
+) -> Promise {
+    match Group::open(&options) {
+        Ok(group) => Promise::resolve(&JsValue::from(group)),
+        Err(e) => Promise::reject(&e),
+    }
+}
+
+#[wasm_bindgen]
+impl Group {
+    fn open(options: &JsValue) -> Result<Group, JsValue> {
+        let options = parse_options(options)?;
+        let replica: WebReplica<JsonMap, JsonText> =
+            WebReplica::open(options).map_err(|e| open_error(&e))?;
+        let hub = Rc::new(Hub::default());
+        let listening = hub.clone();
+        replica.subscribe(move |event, group| listening.on_event(event, group));
+        Ok(Group { replica, hub })
+    }
+
+    /// This tab's replica id (a UUID).
+    #[wasm_bindgen(getter)]
+    pub fn id(&self) -> String {
+        self.replica.source().to_string()
+    }
+
+    /// The group's name.
+    #[wasm_bindgen(getter)]
+    pub fn name(&self) -> String {
+        self.replica.group()
+    }
+
+    /// `'leader'` or `'distributed'`.
+    #[wasm_bindgen(getter, unchecked_return_type = "'leader' | 'distributed'")]
+    pub fn mode(&self) -> String {
+        match self.replica.mode() {
+            SyncMode::Distributed => "distributed",
+            _ => "leader",
+        }
+        .into()
+    }
+
+    /// The channel in use: `'broadcast-channel'`, `'storage-event'` (the fallback), or
+    /// `'unavailable'`.
+    #[wasm_bindgen(
+        getter,
+        unchecked_return_type = "'broadcast-channel' | 'storage-event' | 'unavailable'"
+    )]
+    pub fn transport(&self) -> String {
+        self.replica.channel_kind().to_string()
+    }
+
+    /// Where the state is kept: `'local-storage'` or `'memory'`.
+    #[wasm_bindgen(getter, unchecked_return_type = "'local-storage' | 'memory'")]
+    pub fn storage(&self) -> String {
+        self.replica.store_kind().to_string()
+    }
+
+    /// Whether this tab leads (leader mode).
+    #[wasm_bindgen(getter, js_name = isLeader)]
+    pub fn is_leader(&self) -> bool {
+        self.replica.is_leader()
+    }
+
+    /// The id of the leading tab, or `null` when none is known.
+    #[wasm_bindgen(getter, unchecked_return_type = "string | null")]
+    pub fn leader(&self) -> JsValue {
+        match self.replica.leader() {
+            Some(l) => JsValue::from_str(&l.to_string()),
+            None => JsValue::NULL,
+        }
+    }
+
+    /// The term of the latest lease known here (it grows with every new leadership);
+    /// 0 before any.
+    #[wasm_bindgen(getter)]
+    pub fn term(&self) -> f64 {
+        self.replica.term() as f64
+    }
+
+    /// Whether `close()` was called.
+    #[wasm_bindgen(getter)]
+    pub fn closed(&self) -> bool {
+        self.replica.is_closed()
+    }
+
+    /// The degradations in force, as the `degraded` events told them.
+    #[wasm_bindgen(getter, unchecked_return_type = "DegradedEvent[]")]
+    pub fn degradations(&self) -> Array {
+        self.hub.degraded.borrow().iter().collect()
+    }
+
+    /// Sets `key` to a JSON value. In leader mode only the leader writes: a follower's
+    /// `set` throws a `NotLeaderError` (send a `request` to the leader instead).
+    pub fn set(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] key: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Json")] value: JsValue,
+    ) -> Result<(), JsValue> {
+        let key = key_argument("set", &key)?;
+        let text = json_argument("set", &value)?;
+        self.replica
+            .write(|s, d, w| d.entries = s.entries.write_insert(key, JsonText::new(text), w))
+            .map_err(|e| group_error(&e))
+    }
+
+    /// Deletes `key` (a no-op on a key that is not there). Leader mode: as `set`.
+    #[wasm_bindgen(js_name = delete)]
+    pub fn delete(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] key: JsValue,
+    ) -> Result<(), JsValue> {
+        let key = key_argument("delete", &key)?;
+        if self.replica.with_state(|s| s.entries.get(&key).is_none()) {
+            return Ok(());
+        }
+        self.replica
+            .write(|s, d, w| d.entries = s.entries.write_remove(&key, w))
+            .map_err(|e| group_error(&e))
+    }
+
+    /// The value of `key`, or `undefined`.
+    #[wasm_bindgen(unchecked_return_type = "Json | undefined")]
+    pub fn get(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] key: JsValue,
+    ) -> Result<JsValue, JsValue> {
+        let key = key_argument("get", &key)?;
+        Ok(self.replica.with_state(|s| match s.entries.get(&key) {
+            Some(text) => JSON::parse(text.as_str()).unwrap_or(JsValue::UNDEFINED),
+            None => JsValue::UNDEFINED,
+        }))
+    }
+
+    /// Every key and value, as a plain object.
+    #[wasm_bindgen(unchecked_return_type = "Record<string, Json>")]
+    pub fn snapshot(&self) -> Object {
+        let out = Object::new();
+        self.replica.with_state(|s| {
+            for (key, text) in s.entries.iter() {
+                let value = JSON::parse(text.as_str()).unwrap_or(JsValue::NULL);
+                let _ = Reflect::set(&out, &JsValue::from_str(key), &value);
+            }
+        });
+        out
+    }
+
+    /// Sends a JSON request to the leader, where it arrives as a `request` event (in
+    /// distributed mode, and on the leader, it arrives here). Queued while no leader is
+    /// known.
+    pub fn request(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Json")] value: JsValue,
+    ) -> Result<(), JsValue> {
+        let text = json_argument("request", &value)?;
+        self.replica
+            .request(JsonText::new(text))
+            .map_err(|e| group_error(&e))
+    }
+
+    /// See the `Group` interface: `on(type, listener)` returns an unsubscribe function.
+    #[wasm_bindgen(skip_typescript)]
+    pub fn on(&self, kind: JsValue, listener: JsValue) -> Result<Function, JsValue> {
+        let kind = match kind.as_string() {
+            Some(k) => EVENT_TYPES.iter().find(|t| **t == k).copied(),
+            None => None,
+        }
+        .ok_or_else(|| {
+            type_error(&format!(
+                "on(type, listener): type must be one of {}, got {}",
+                EVENT_TYPES.map(|t| format!("'{t}'")).join(", "),
+                show(&kind)
+            ))
+        })?;
+        let listener: Function = listener.dyn_into().map_err(|v| {
+            type_error(&format!(
+                "on('{kind}', listener): listener must be a function, got {}",
+                show(&v)
+            ))
+        })?;
+        if self.replica.is_closed() {
+            return Err(named_error(
+                "GroupClosedError",
+                "the group is closed; open it again",
+            ));
+        }
+        let id = self.hub.next.get();
+        self.hub.next.set(id + 1);
+        self.hub
+            .listeners
+            .borrow_mut()
+            .push((id, kind, listener.clone()));
+        if kind == "degraded" {
+            let held: Vec<JsValue> = self.hub.degraded.borrow().clone();
+            for detail in held {
+                if let Err(e) = listener.call1(&JsValue::UNDEFINED, &detail) {
+                    web_sys::console::error_2(&"replisync: a 'degraded' listener threw".into(), &e);
+                }
+            }
+        }
+        let hub = Rc::downgrade(&self.hub);
+        let unsubscribe = Closure::<dyn FnMut()>::new(move || {
+            if let Some(hub) = hub.upgrade() {
+                hub.listeners.borrow_mut().retain(|(l, _, _)| *l != id);
+            }
+        });
+        Ok(unsubscribe.into_js_value().unchecked_into())
+    }
+
+    /// Resolves once this tab leads (at once if it does). Rejects in distributed mode
+    /// (no one leads) and when the group is closed first.
+    #[wasm_bindgen(js_name = awaitLeadership, unchecked_return_type = "Promise<void>")]
+    pub fn await_leadership(&self) -> Promise {
+        let mut ready: Option<Result<(), JsValue>> = None;
+        if self.replica.is_closed() {
+            ready = Some(Err(named_error(
+                "GroupClosedError",
+                "the group is closed; open it again",
+            )));
+        } else if self.replica.mode() == SyncMode::Distributed {
+            ready = Some(Err(named_error(
+                "Error",
+                "awaitLeadership(): the group is in distributed mode, where no tab leads",
+            )));
+        } else if self.replica.is_leader() {
+            ready = Some(Ok(()));
+        }
+        let hub = self.hub.clone();
+        Promise::new(&mut |resolve, reject| match ready.take() {
+            Some(Ok(())) => {
+                let _ = resolve.call0(&JsValue::UNDEFINED);
+            }
+            Some(Err(e)) => {
+                let _ = reject.call1(&JsValue::UNDEFINED, &e);
+            }
+            None => hub.waiters.borrow_mut().push((resolve, reject)),
+        })
+    }
+
+    /// Leaves the group: pending writes go out, a leader hands over at once, and this
+    /// object stops working (listeners are dropped, pending `awaitLeadership` promises
+    /// reject). Resolves once done, the Web Lock given back.
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn close(&self) -> Promise {
+        self.replica.close();
+        self.hub.listeners.borrow_mut().clear();
+        self.hub.settle_waiters(Err(named_error(
+            "GroupClosedError",
+            "the group was closed before this tab became leader",
+        )));
+        self.replica.released()
+    }
+
+    /// How leadership is settled: `'web-locks'` (one leader at a time; a successor
+    /// takes over as soon as the leader's tab closes or dies), `'gossip'` (no Web
+    /// Locks, or `locks: false`: a successor takes over once the lease expires), or
+    /// `'none'` (distributed mode).
+    #[wasm_bindgen(getter, unchecked_return_type = "'web-locks' | 'gossip' | 'none'")]
+    pub fn leadership(&self) -> String {
+        self.replica.leadership().to_string()
+    }
+}
+
+fn parse_options(options: &JsValue) -> Result<Options, JsValue> {
+    if !options.is_object() || options.is_function() {
+        return Err(type_error(&format!(
+            "openGroup(options): options must be an object such as {{ name: 'session' }}, got {}",
+            show(options)
+        )));
+    }
+    const KNOWN: [&str; 7] = [
+        "name",
+        "mode",
+        "transport",
+        "storage",
+        "locks",
+        "flushIntervalMs",
+        "storeDelayMs",
+    ];
+    for key in Object::keys(options.unchecked_ref::<Object>()).iter() {
+        let key = key.as_string().unwrap_or_default();
+        if !KNOWN.contains(&key.as_str()) {
+            return Err(type_error(&format!(
+                "openGroup(options): unknown option '{key}'; the options are {}",
+                KNOWN.join(", ")
+            )));
+        }
+    }
+    let get =
+        |name: &str| Reflect::get(options, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED);
+    let name = get("name").as_string().ok_or_else(|| {
+        type_error(&format!(
+            "openGroup(options): options.name must be a string, got {}",
+            show(&get("name"))
+        ))
+    })?;
+    let choice = |option: &str, allowed: &[&str]| -> Result<Option<String>, JsValue> {
+        let value = get(option);
+        if value.is_undefined() {
+            return Ok(None);
+        }
+        match value.as_string() {
+            Some(s) if allowed.contains(&s.as_str()) => Ok(Some(s)),
+            _ => Err(type_error(&format!(
+                "openGroup(options): options.{option} must be one of {}, got {}",
+                allowed
+                    .iter()
+                    .map(|a| format!("'{a}'"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                show(&value)
+            ))),
+        }
+    };
+    let mut config = match choice("mode", &["leader", "distributed"])?.as_deref() {
+        Some("distributed") => Config::distributed(),
+        _ => Config::leader(),
+    };
+    let millis = |option: &str| -> Result<Option<u32>, JsValue> {
+        let value = get(option);
+        if value.is_undefined() {
+            return Ok(None);
+        }
+        match value.as_f64() {
+            Some(ms) if (0.0..=3_600_000.0).contains(&ms) && ms.fract() == 0.0 => Ok(Some(ms as u32)),
+            _ => Err(type_error(&format!(
+                "openGroup(options): options.{option} must be a whole number of milliseconds from 0 to 3600000, got {}",
+                show(&value)
+            ))),
+        }
+    };
+    if let Some(ms) = millis("flushIntervalMs")? {
+        config.flush_interval_ms = u64::from(ms);
+    }
+    let mut parsed = Options::new(name, config);
+    parsed.store_delay_ms = millis("storeDelayMs")?.unwrap_or(0);
+    parsed.channel =
+        match choice("transport", &["auto", "broadcast-channel", "storage-event"])?.as_deref() {
+            Some("broadcast-channel") => ChannelChoice::BroadcastChannel,
+            Some("storage-event") => ChannelChoice::StorageEvent,
+            _ => ChannelChoice::Auto,
+        };
+    parsed.storage = match choice("storage", &["auto", "local-storage", "memory"])?.as_deref() {
+        Some("local-storage") => StorageChoice::LocalStorage,
+        Some("memory") => StorageChoice::Memory,
+        _ => StorageChoice::Auto,
+    };
+    let locks = get("locks");
+    if !locks.is_undefined() {
+        parsed.locks = locks.as_bool().ok_or_else(|| {
+            type_error(&format!(
+                "openGroup(options): options.locks must be true or false, got {}",
+                show(&locks)
+            ))
+        })?;
+    }
+    Ok(parsed)
+}
+
+fn key_argument(method: &str, key: &JsValue) -> Result<String, JsValue> {
+    key.as_string().ok_or_else(|| {
+        type_error(&format!(
+            "{method}(key, ...): key must be a string, got {}",
+            show(key)
+        ))
+    })
+}
+
+/// The JSON text of a value, or a `TypeError` saying why it has none.
+fn json_argument(method: &str, value: &JsValue) -> Result<String, JsValue> {
+    match JSON::stringify(value) {
+        Ok(text) => text.as_string().ok_or_else(|| {
+            type_error(&format!(
+                "{method}(): the value must be JSON (null, a boolean, number, string, array or plain object), got {}{}",
+                show(value),
+                if method == "set" { "; use delete(key) to remove a key" } else { "" }
+            ))
+        }),
+        Err(e) => Err(type_error(&format!(
+            "{method}(): the value cannot be written as JSON ({})",
+            crate::error::describe(&e)
+        ))),
+    }
+}
+
+/// What a value is, for an error message.
+fn show(value: &JsValue) -> String {
+    if value.is_undefined() {
+        "undefined".into()
+    } else if value.is_null() {
+        "null".into()
+    } else if let Some(s) = value.as_string() {
+        format!("the string {s:?}")
+    } else if value.is_function() {
+        "a function".into()
+    } else if Array::is_array(value) {
+        "an array".into()
+    } else {
+        match value.js_typeof().as_string().as_deref() {
+            Some("object") => "an object".into(),
+            Some(t) => format!("a {t}"),
+            None => "a value".into(),
+        }
+    }
+}
+
+fn object(fields: &[(&str, JsValue)]) -> JsValue {
+    let out = Object::new();
+    for (k, v) in fields {
+        let _ = Reflect::set(&out, &JsValue::from_str(k), v);
+    }
+    out.into()
+}
+
+fn type_error(message: &str) -> JsValue {
+    js_sys::TypeError::new(message).into()
+}
+
+fn named_error(name: &str, message: &str) -> JsValue {
+    let e = js_sys::Error::new(message);
+    e.set_name(name);
+    e.into()
+}
+
+fn open_error(e: &OpenError) -> JsValue {
+    match e {
+        OpenError::GroupName(_) => type_error(&format!("openGroup(options): {e}")),
+        _ => named_error("Error", &format!("openGroup(options): {e}")),
+    }
+}
+
+fn group_error(e: &GroupError) -> JsValue {
+    match e {
+        GroupError::Closed => named_error("GroupClosedError", &e.to_string()),
+        GroupError::Write(WriteError::NotLeader { .. }) => {
+            named_error("NotLeaderError", &e.to_string())
+        }
+        GroupError::Write(_) => named_error("WriteError", &e.to_string()),
+    }
+}
+
+fn degradation(reason: &Degradation) -> (&'static str, String) {
+    match reason {
+        Degradation::Store(m) => ("store", m.clone()),
+        Degradation::Transport(m) => ("transport", m.clone()),
+        Degradation::StoreUnreadable(e) => (
+            "store-unreadable",
+            format!(
+                "the stored state cannot be read ({e}); it is kept as it is and not written over"
+            ),
+        ),
+        Degradation::StoreRecordDropped => (
+            "store-record-dropped",
+            "the stored state's last record was cut short and was dropped".into(),
+        ),
+        Degradation::PersistFailed(e) => (
+            "persist-failed",
+            format!("the state could not be stored: {e}"),
+        ),
+        Degradation::Unsendable(e) => ("unsendable", format!("a state could not be sent: {e}")),
+        other => ("other", format!("{other:?}")),
+    }
+}
