@@ -35,12 +35,12 @@ pub struct SimAuthority {
 }
 
 impl SimAuthority {
-    pub fn new(arbiter: LeaseArbiter) -> Self {
+    pub fn new(arbiter: LeaseArbiter, faulty: bool) -> Self {
         SimAuthority {
             arbiter,
             flights: BTreeMap::new(),
             seq: 0,
-            faulty: true,
+            faulty,
         }
     }
 

@@ -403,9 +403,10 @@ impl World {
         let mut rng = Rng::new(opts.seed);
         let mut net = SimNetwork::new(rng.draw());
         net.set_faults(opts.faults).expect("valid faults");
+        // The authority's link is as faulty as the network: calm worlds have a calm one.
         let authority = opts
             .authority
-            .then(|| SimAuthority::new(LeaseArbiter::default()));
+            .then(|| SimAuthority::new(LeaseArbiter::default(), opts.faults != Faults::NONE));
         let mut world = World {
             rng,
             time: 0,
