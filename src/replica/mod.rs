@@ -8,23 +8,24 @@ mod persist;
 mod receive;
 mod requests;
 mod sleep;
+mod state;
+mod stats;
 mod sync;
 mod timers;
 mod validate;
 
 pub use persist::Persist;
+pub use stats::Stats;
 pub use validate::Invalid;
 
 use std::collections::VecDeque;
-
-use serde::{Deserialize, Serialize};
 
 use crate::authority::{AuthorityAnswer, AuthorityRequest};
 use crate::bundle::{Bundle, Request};
 use crate::wire::{Body, Envelope};
 use crate::{
-    Config, ConfigError, DecodeError, Degradation, Event, Hlc, LeadershipLoss, Lease, Merge,
-    Merged, Now, Rejection, SourceId, StampError, SyncMode, Writer,
+    Config, ConfigError, DecodeError, Degradation, Event, Hlc, LeadershipLoss, Lease, Now,
+    Rejection, SourceId, StampError, SyncMode, Writer,
 };
 use authority::AuthorityLink;
 use leader::Leadership;
@@ -33,56 +34,8 @@ use peers::Peers;
 use persist::Persistence;
 use requests::RequestQueue;
 use sleep::SleepWatch;
+use state::{fnv1a, stored_terms, State};
 use sync::SyncAnswers;
-
-/// What a replica syncs: the application's bundle and, in leader mode, the lease record.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub(crate) struct State<S> {
-    pub lease: Option<Lease>,
-    pub app: S,
-}
-
-impl<S: Default> State<S> {
-    /// A state that holds only a lease record.
-    pub(crate) fn of_lease(lease: Lease) -> Self {
-        State {
-            lease: Some(lease),
-            app: S::default(),
-        }
-    }
-}
-
-impl<S: Merge + Clone + Default> Merge for State<S> {
-    fn merge(&mut self, other: &Self) -> Merged {
-        // Bit 0 for the lease; the application's own field bits are reported apart.
-        Merged::NONE
-            .with_field(0, self.lease.merge(&other.lease))
-            .with_field(1, self.app.merge(&other.app))
-    }
-
-    fn visit_stamps(&self, visit: &mut dyn FnMut(&crate::Stamp)) {
-        self.app.visit_stamps(visit);
-    }
-
-    /// The application state's pieces; the lease record travels with the first.
-    fn split(&self, parts: usize) -> Vec<Self> {
-        let mut pieces: Vec<Self> = self
-            .app
-            .split(parts)
-            .into_iter()
-            .map(|app| State { lease: None, app })
-            .collect();
-        match pieces.first_mut() {
-            Some(first) => first.lease = self.lease,
-            None if self.lease.is_some() => pieces.push(State {
-                lease: self.lease,
-                app: S::default(),
-            }),
-            None => {}
-        }
-        pieces
-    }
-}
 
 /// A lifecycle signal from the environment (the page, the process).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -146,37 +99,6 @@ impl std::error::Error for WriteError {
             _ => None,
         }
     }
-}
-
-/// Counters of what a replica did, for metrics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Stats {
-    /// Messages handed to [`Replica::handle_message`].
-    pub messages_in: u64,
-    /// Messages produced for [`Replica::poll_transmit`].
-    pub messages_out: u64,
-    /// Bytes received.
-    pub bytes_in: u64,
-    /// Bytes produced.
-    pub bytes_out: u64,
-    /// Messages refused (undecodable or corrupted, clock ahead, an invalid field, wrong
-    /// mode).
-    pub rejected: u64,
-    /// Duplicates, own echoes and messages from a peer's earlier life, dropped.
-    pub ignored: u64,
-    /// Merges that changed the state.
-    pub merges: u64,
-    /// Registers found in conflict.
-    pub conflicts: u64,
-    /// Sync requests sent.
-    pub syncs_requested: u64,
-    /// Full states sent.
-    pub syncs_sent: u64,
-    /// Sleeps (or freezes) detected.
-    pub sleeps: u64,
-    /// Requests dropped from a full queue while no leader was known.
-    pub requests_dropped: u64,
 }
 
 /// One replica of a bundle `S`, with application requests of type `R`: a deterministic
@@ -727,34 +649,4 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             .max(self.config.heartbeat_interval_ms)
             .saturating_add(lease.max_delay_ms)
     }
-}
-
-/// The highest term among a stored state's stamps and lease record, after checking
-/// that each is in range.
-fn stored_terms<S: Merge>(state: &State<S>) -> Result<u64, String> {
-    let mut top = state.lease.map_or(0, |l| l.term);
-    let mut bad = None;
-    state.app.visit_stamps(&mut |stamp| {
-        if stamp.version > crate::MAX_VERSION {
-            bad.get_or_insert(stamp.version);
-        }
-        top = top.max(stamp.term());
-    });
-    if let Some(v) = bad {
-        return Err(format!("version {v} is above {}", crate::MAX_VERSION));
-    }
-    if top > crate::MAX_TERM {
-        return Err(format!("term {top} is above {}", crate::MAX_TERM));
-    }
-    Ok(top)
-}
-
-/// FNV-1a, 64-bit: a stable hash for state digests (the same on every platform).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        hash ^= u64::from(*b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
 }
