@@ -1,25 +1,102 @@
 //! Leader mode: claiming, renewing, releasing and losing the lease; fencing by term.
 
+use super::authority::AuthorityLink;
 use super::{Replica, State};
 use crate::authority::AuthorityAnswer;
 use crate::bundle::{Bundle, Request};
 use crate::stamp::MAX_TERM;
 use crate::wire::Body;
-use crate::{Event, LeadershipLoss, Lease, Now, SourceId, SyncMode};
+use crate::{Event, LeadershipLoss, Lease, LeaseConfig, LeaseWatch, Now, SourceId, SyncMode};
+
+/// A leader announced in an event: who holds the lease (`None` once released), in
+/// which term.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Announced {
+    pub(super) leader: Option<SourceId>,
+    pub(super) term: u64,
+}
+
+/// What a replica knows and does about the lease: the term it leads, the newest term
+/// heard of, the leader last announced, when it may claim, its view of the lease's
+/// timing, and its conversation with the lease authority.
+#[derive(Debug)]
+pub(super) struct Leadership {
+    /// The term this replica acts as leader in.
+    pub(super) leading: Option<u64>,
+    /// The highest term seen in any record or message.
+    pub(super) known_term: u64,
+    /// The leader last announced in an event.
+    announced: Option<Announced>,
+    /// The end of the join grace (local monotonic ms): no claim before it, to hear
+    /// from a live leader first.
+    pub(super) joined_until: u64,
+    /// No retry of a claim the authority refused before this (reset by news of the
+    /// lease).
+    pub(super) claim_retry_at: u64,
+    /// The lease record's timing as observed here.
+    pub(super) watch: LeaseWatch,
+    /// The conversation with the lease authority, if there is one.
+    pub(super) authority: Option<AuthorityLink>,
+}
+
+impl Leadership {
+    /// Not leading, nothing heard, no authority.
+    pub(super) fn new(lease: LeaseConfig) -> Self {
+        Leadership {
+            leading: None,
+            known_term: 0,
+            announced: None,
+            joined_until: 0,
+            claim_retry_at: 0,
+            watch: LeaseWatch::new(lease),
+            authority: None,
+        }
+    }
+
+    /// Remembers `term` if it is the highest heard of; returns the term this replica
+    /// leads if that one is now over.
+    pub(super) fn hear_term(&mut self, term: u64) -> Option<u64> {
+        if term <= self.known_term {
+            return None;
+        }
+        self.known_term = term;
+        self.leading.filter(|t| *t < term)
+    }
+
+    /// The term a claim asks for: newer than the lease record and every term heard of.
+    pub(super) fn next_term(&self, lease: Option<&Lease>) -> u64 {
+        let lease = lease.map_or(0, |l| l.term);
+        lease.max(self.known_term).saturating_add(1)
+    }
+
+    /// The leader `lease` names, if it was not announced yet: remembered as announced.
+    pub(super) fn announce(&mut self, lease: Option<Lease>) -> Option<Announced> {
+        let current = lease.map(|l| Announced {
+            leader: (!l.released).then_some(l.holder),
+            term: l.term,
+        });
+        if current.is_none() || current == self.announced {
+            return None;
+        }
+        self.announced = current;
+        current
+    }
+}
 
 impl<S: Bundle, R: Request> Replica<S, R> {
     /// Before an input: a leader whose renew deadline passed, or whose authority grant
     /// is about to run out unrenewed, stops acting before it handles anything.
     pub(super) fn lease_validate(&mut self, now: Now) {
-        let Some(term) = self.leading else {
+        let Some(term) = self.leadership.leading else {
             return;
         };
         if !self
+            .leadership
             .watch
             .is_leader(self.state.lease.as_ref(), self.me, now.mono_ms)
         {
             self.lose(term, LeadershipLoss::RenewDeadline, now);
-        } else if let Some(link) = self.authority.as_ref() {
+        } else if let Some(link) = self.leadership.authority.as_ref() {
             if link.until(term).is_none_or(|until| now.mono_ms >= until) {
                 self.authority_gone(term, now);
             }
@@ -33,15 +110,17 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         }
         let t = now.mono_ms;
         let lease = self.state.lease;
-        // `begin` validated the lease for this input already (same `now`); a merge since
+        // `observe_input_time` validated the lease for this input already (same `now`); a merge since
         // then that superseded us went through `lease_changed`.
-        if let Some(term) = self.leading {
-            if t >= self.watch.renew_at() {
+        if let Some(term) = self.leadership.leading {
+            if t >= self.leadership.watch.renew_at() {
                 self.renew(term, now);
             }
             return;
         }
-        if self.claim_at().is_some_and(|at| t >= at) && self.watch.is_free(lease.as_ref(), t) {
+        if self.claim_at().is_some_and(|at| t >= at)
+            && self.leadership.watch.is_free(lease.as_ref(), t)
+        {
             self.claim(now);
         }
     }
@@ -54,8 +133,8 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         let lease = self.state.lease.as_ref();
         let free_at = match lease {
             None => 0,
-            Some(l) if l.released => self.watch.changed_at_ms(),
-            Some(_) => self.watch.free_at(lease)?,
+            Some(l) if l.released => self.leadership.watch.changed_at_ms(),
+            Some(_) => self.leadership.watch.free_at(lease)?,
         };
         // The holder whose lease ran out does not count: it is likely the one gone.
         let holder = lease.map(|l| l.holder);
@@ -67,9 +146,9 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         let stagger = rank.saturating_mul(self.config.lease.max_delay_ms);
         Some(
             free_at
-                .max(self.joined_until)
+                .max(self.leadership.joined_until)
                 .saturating_add(stagger)
-                .max(self.claim_retry_at),
+                .max(self.leadership.claim_retry_at),
         )
     }
 
@@ -78,16 +157,18 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         if self.config.mode != SyncMode::Leader {
             return None;
         }
-        if let Some(term) = self.leading {
+        if let Some(term) = self.leadership.leading {
             let until = self
+                .leadership
                 .authority
                 .as_ref()
                 .and_then(|link| link.until(term))
                 .unwrap_or(u64::MAX);
             return Some(
-                self.watch
+                self.leadership
+                    .watch
                     .renew_at()
-                    .min(self.watch.renew_deadline_at())
+                    .min(self.leadership.watch.renew_deadline_at())
                     .min(until),
             );
         }
@@ -98,14 +179,14 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         let term = self.next_term();
         if term > MAX_TERM {
             tracing::warn!(source = %self.me, "every lease term is spent; no claim");
-            self.claim_retry_at = u64::MAX;
+            self.leadership.claim_retry_at = u64::MAX;
             return;
         }
         let duration_ms = self.config.lease.duration_ms;
-        if let Some(link) = self.authority.as_mut() {
+        if let Some(link) = self.leadership.authority.as_mut() {
             // Leads once granted; asks again after a renew interval if no answer came.
             link.acquire(term, duration_ms, now.mono_ms);
-            self.claim_retry_at = now
+            self.leadership.claim_retry_at = now
                 .mono_ms
                 .saturating_add(self.config.lease.renew_interval_ms);
             return;
@@ -115,8 +196,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
 
     /// The term a claim asks for: newer than the lease record and every term heard of.
     fn next_term(&self) -> u64 {
-        let lease = self.state.lease.map_or(0, |l| l.term);
-        lease.max(self.known_term).saturating_add(1)
+        self.leadership.next_term(self.state.lease.as_ref())
     }
 
     /// Starts leading `term`.
@@ -128,26 +208,25 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         );
         next.term = term;
         tracing::debug!(source = %self.me, term, "lease claimed");
-        self.leading = Some(term);
+        self.leadership.leading = Some(term);
         self.events.push_back(Event::LeadershipGained { term });
         self.publish_lease(next, now);
         // Requests queued while no leader was known are ours to handle now.
-        while let Some(request) = self.queued_requests.pop_front() {
-            self.events.push_back(Event::Request {
-                from: self.me,
-                request,
-            });
-        }
+        self.surface_queued_requests();
     }
 
     fn renew(&mut self, term: u64, now: Now) {
         let Some(lease) = self.state.lease else {
             return;
         };
-        if let Some(link) = self.authority.as_mut() {
+        if let Some(link) = self.leadership.authority.as_mut() {
             link.renew(term, lease.duration_ms, now.mono_ms);
         }
-        match self.watch.try_renew(&lease, self.me, now.mono_ms) {
+        match self
+            .leadership
+            .watch
+            .try_renew(&lease, self.me, now.mono_ms)
+        {
             Ok(next) => self.publish_lease(next, now),
             Err(_) => self.lose(term, LeadershipLoss::RenewDeadline, now),
         }
@@ -158,7 +237,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         if self.config.mode != SyncMode::Leader {
             return;
         }
-        let Some(link) = self.authority.as_ref() else {
+        let Some(link) = self.leadership.authority.as_ref() else {
             return;
         };
         match answer {
@@ -180,7 +259,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
                 let asked = ask.and_then(|a| link.asked(a));
                 tracing::debug!(source = %self.me, term, ?holder, "authority refused");
                 self.heard_term(term.min(MAX_TERM), now);
-                match self.leading {
+                match self.leadership.leading {
                     Some(leading) => {
                         if holder != Some(self.me) && asked.is_none_or(|a| a.term == leading) {
                             self.authority_gone(leading, now);
@@ -190,17 +269,17 @@ impl<S: Bundle, R: Request> Replica<S, R> {
                         // Held elsewhere, or the term was spent (by a replica no one
                         // heard): the next claim asks for a newer term, after a renew
                         // interval.
-                        self.claim_retry_at = now
+                        self.leadership.claim_retry_at = now
                             .mono_ms
                             .saturating_add(self.config.lease.renew_interval_ms);
                     }
                 }
             }
             AuthorityAnswer::Lost { term } => {
-                if let Some(link) = self.authority.as_mut() {
+                if let Some(link) = self.leadership.authority.as_mut() {
                     link.lost(term);
                 }
-                if self.leading == Some(term) {
+                if self.leadership.leading == Some(term) {
                     self.authority_gone(term, now);
                 }
             }
@@ -212,7 +291,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     /// than after it expires.
     fn authority_gone(&mut self, term: u64, now: Now) {
         self.step_down(LeadershipLoss::AuthorityRefused, now);
-        if self.leading == Some(term) {
+        if self.leadership.leading == Some(term) {
             self.lose(term, LeadershipLoss::AuthorityRefused, now);
         }
     }
@@ -222,16 +301,16 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     fn granted(&mut self, term: u64, until: Option<u64>, renewal: bool, now: Now) {
         let duration_ms = self.config.lease.duration_ms;
         let next = self.next_term();
-        let Some(link) = self.authority.as_mut() else {
+        let Some(link) = self.leadership.authority.as_mut() else {
             return;
         };
-        if self.leading == Some(term) {
+        if self.leadership.leading == Some(term) {
             if let Some(until) = until {
                 link.hold(term, until);
             }
             return;
         }
-        if renewal || self.leading.is_some() {
+        if renewal || self.leadership.leading.is_some() {
             // A late answer to a renewal of a term no longer led, or a grant of another
             // term while leading one: nothing to act on.
             return;
@@ -242,7 +321,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
                 // term itself is no news (it told a refused claimant who holds it);
                 // a newer term, or a record of this term by someone else, is.
                 let record = self.state.lease.filter(|l| l.holder != self.me);
-                if term < self.known_term || record.is_some_and(|l| l.term >= term) {
+                if term < self.leadership.known_term || record.is_some_and(|l| l.term >= term) {
                     // The lease is ours but the term is spent: move it to a newer one.
                     link.hold(term, until);
                     if next <= MAX_TERM {
@@ -258,7 +337,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
                 let next = next.max(term);
                 if next <= MAX_TERM {
                     link.acquire(next, duration_ms, now.mono_ms);
-                    self.claim_retry_at = now
+                    self.leadership.claim_retry_at = now
                         .mono_ms
                         .saturating_add(self.config.lease.renew_interval_ms);
                 }
@@ -268,16 +347,11 @@ impl<S: Bundle, R: Request> Replica<S, R> {
 
     /// Merges this replica's own new lease record and sends it.
     fn publish_lease(&mut self, lease: Lease, now: Now) {
-        self.watch.observe(Some(&lease), now.mono_ms);
-        self.known_term = self.known_term.max(lease.term);
-        let delta = State {
-            lease: Some(lease),
-            app: S::default(),
-        };
-        self.merge_state(&delta, self.me, now);
-        self.dseq += 1;
+        self.leadership.watch.observe(Some(&lease), now.mono_ms);
+        self.leadership.known_term = self.leadership.known_term.max(lease.term);
+        self.merge_state(&State::of_lease(lease), self.me, now);
         let body = Body::Lease {
-            dseq: self.dseq,
+            dseq: self.outbox.next_dseq(),
             lease,
         };
         self.send(body, now);
@@ -286,10 +360,10 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     fn lose(&mut self, term: u64, reason: LeadershipLoss, now: Now) {
         // A replica that does not lead holds no grant: a successor need not wait for
         // it to run out (or, for a lock, forever).
-        if let Some(link) = self.authority.as_mut() {
+        if let Some(link) = self.leadership.authority.as_mut() {
             link.release_held();
         }
-        if self.leading.take().is_none() {
+        if self.leadership.leading.take().is_none() {
             return;
         }
         tracing::debug!(source = %self.me, term, ?reason, "leadership lost");
@@ -302,11 +376,11 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     /// After any change of the lease record: observe it, fence, announce.
     pub(super) fn lease_changed(&mut self, now: Now) {
         let lease = self.state.lease;
-        self.claim_retry_at = 0;
-        self.watch.observe(lease.as_ref(), now.mono_ms);
+        self.leadership.claim_retry_at = 0;
+        self.leadership.watch.observe(lease.as_ref(), now.mono_ms);
         if let Some(l) = lease {
-            self.known_term = self.known_term.max(l.term);
-            if let Some(term) = self.leading {
+            self.leadership.known_term = self.leadership.known_term.max(l.term);
+            if let Some(term) = self.leadership.leading {
                 if !(l.is_held_by(self.me) && l.term == term) {
                     let reason = if l.holder == self.me && l.released {
                         LeadershipLoss::Released
@@ -320,16 +394,10 @@ impl<S: Bundle, R: Request> Replica<S, R> {
                 }
             }
         }
-        let current = lease.map(|l| ((!l.released).then_some(l.holder), l.term));
-        if current.is_some() && current != self.announced {
-            self.announced = current;
-            if let Some((leader, term)) = current {
-                self.events.push_back(Event::LeaderChanged { leader, term });
-                if let Some(leader) = leader.filter(|l| *l != self.me) {
-                    while let Some(request) = self.queued_requests.pop_front() {
-                        self.send_request(leader, &request, now);
-                    }
-                }
+        if let Some(Announced { leader, term }) = self.leadership.announce(lease) {
+            self.events.push_back(Event::LeaderChanged { leader, term });
+            if let Some(leader) = leader.filter(|l| *l != self.me) {
+                self.send_queued_requests(leader, now);
             }
         }
     }
@@ -340,13 +408,13 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         if self.config.mode != SyncMode::Leader {
             return;
         }
-        if let Some(term) = self.leading {
+        if let Some(term) = self.leadership.leading {
             self.lose(term, LeadershipLoss::Slept, now);
         }
-        if let Some(link) = self.authority.as_mut() {
+        if let Some(link) = self.leadership.authority.as_mut() {
             link.forget_asks();
         }
-        self.watch.restart(now.mono_ms);
+        self.leadership.watch.restart(now.mono_ms);
     }
 
     /// Leaving: a holder releases, so a successor takes over on the next message.
@@ -357,15 +425,15 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     /// The holder releases the lease for `reason`, so that a successor (or itself, in
     /// a new term) claims at once.
     pub(super) fn step_down(&mut self, reason: LeadershipLoss, now: Now) {
-        let Some(term) = self.leading else {
+        let Some(term) = self.leadership.leading else {
             return;
         };
         if let Some(lease) = self.state.lease {
-            if let Some(link) = self.authority.as_mut() {
+            if let Some(link) = self.leadership.authority.as_mut() {
                 link.release(term);
             }
-            if let Ok(released) = self.watch.release(&lease, self.me, now.mono_ms) {
-                self.leading = None;
+            if let Ok(released) = self.leadership.watch.release(&lease, self.me, now.mono_ms) {
+                self.leadership.leading = None;
                 self.events
                     .push_back(Event::LeadershipLost { term, reason });
                 self.publish_lease(released, now);
@@ -377,11 +445,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     /// and stop leading an older one. Every write carries the term its writer leads, so
     /// a leader whose term is over must not write again.
     pub(super) fn heard_term(&mut self, term: u64, now: Now) {
-        if term <= self.known_term {
-            return;
-        }
-        self.known_term = term;
-        if let Some(leading) = self.leading.filter(|t| *t < term) {
+        if let Some(leading) = self.leadership.hear_term(term) {
             self.lose(leading, LeadershipLoss::NewerTerm { term }, now);
         }
     }
@@ -392,12 +456,65 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     pub(super) fn holder_left(&mut self, from: SourceId, now: Now) {
         if let Some(lease) = self.state.lease {
             if lease.is_held_by(from) {
-                let delta = State {
-                    lease: Some(lease.released()),
-                    app: S::default(),
-                };
-                self.merge_state(&delta, from, now);
+                self.merge_state(&State::of_lease(lease.released()), from, now);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leadership() -> Leadership {
+        Leadership::new(LeaseConfig::default())
+    }
+
+    fn lease(holder: u128, term: u64, released: bool) -> Lease {
+        Lease {
+            term,
+            released,
+            ..Lease::acquire(None, SourceId::from_u128(holder), 300)
+        }
+    }
+
+    #[test]
+    fn a_newer_term_ends_the_term_led() {
+        let mut l = leadership();
+        assert_eq!(l.hear_term(3), None, "not leading");
+        assert_eq!(l.known_term, 3);
+        l.leading = Some(3);
+        assert_eq!(l.hear_term(3), None, "the same term is no news");
+        assert_eq!(l.hear_term(2), None, "an older one neither");
+        assert_eq!(l.hear_term(4), Some(3));
+        assert_eq!(l.known_term, 4);
+    }
+
+    #[test]
+    fn a_claim_asks_past_every_term_known() {
+        let mut l = leadership();
+        assert_eq!(l.next_term(None), 1);
+        l.hear_term(5);
+        assert_eq!(l.next_term(Some(&lease(1, 2, false))), 6);
+        assert_eq!(l.next_term(Some(&lease(1, 9, false))), 10);
+    }
+
+    #[test]
+    fn each_leader_is_announced_once() {
+        let mut l = leadership();
+        assert_eq!(l.announce(None), None);
+        let a = lease(1, 1, false);
+        let leader = Some(SourceId::from_u128(1));
+        assert_eq!(l.announce(Some(a)), Some(Announced { leader, term: 1 }));
+        assert_eq!(l.announce(Some(a.renewed())), None, "a renewal is no news");
+        assert_eq!(l.announce(None), None);
+        assert_eq!(
+            l.announce(Some(a.released())),
+            Some(Announced {
+                leader: None,
+                term: 1
+            }),
+            "a release announces no leader"
+        );
     }
 }

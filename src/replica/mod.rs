@@ -2,67 +2,40 @@
 
 mod authority;
 mod leader;
+mod outbox;
 mod peers;
 mod persist;
 mod receive;
-mod send;
+mod requests;
+mod sleep;
+mod state;
+mod stats;
+mod sync;
+mod timers;
 mod validate;
 
 pub use persist::Persist;
+pub use stats::Stats;
 pub use validate::Invalid;
 
 use std::collections::VecDeque;
-
-use serde::{Deserialize, Serialize};
 
 use crate::authority::{AuthorityAnswer, AuthorityRequest};
 use crate::bundle::{Bundle, Request};
 use crate::wire::{Body, Envelope};
 use crate::{
-    Config, ConfigError, DecodeError, Degradation, Event, Hlc, LeadershipLoss, Lease, LeaseWatch,
-    Merge, Merged, Now, Rejection, SourceId, StampError, SyncMode, Writer,
+    Config, ConfigError, DecodeError, Degradation, Event, Hlc, LeadershipLoss, Lease, Now,
+    Rejection, SourceId, StampError, SyncMode, Writer,
 };
 use authority::AuthorityLink;
+use leader::Leadership;
+use outbox::Outbox;
 use peers::Peers;
-
-/// What a replica syncs: the application's bundle and, in leader mode, the lease record.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub(crate) struct State<S> {
-    pub lease: Option<Lease>,
-    pub app: S,
-}
-
-impl<S: Merge + Clone + Default> Merge for State<S> {
-    fn merge(&mut self, other: &Self) -> Merged {
-        // Bit 0 for the lease; the application's own field bits are reported apart.
-        Merged::NONE
-            .with_field(0, self.lease.merge(&other.lease))
-            .with_field(1, self.app.merge(&other.app))
-    }
-
-    fn visit_stamps(&self, visit: &mut dyn FnMut(&crate::Stamp)) {
-        self.app.visit_stamps(visit);
-    }
-
-    /// The application state's pieces; the lease record travels with the first.
-    fn split(&self, parts: usize) -> Vec<Self> {
-        let mut pieces: Vec<Self> = self
-            .app
-            .split(parts)
-            .into_iter()
-            .map(|app| State { lease: None, app })
-            .collect();
-        match pieces.first_mut() {
-            Some(first) => first.lease = self.lease,
-            None if self.lease.is_some() => pieces.push(State {
-                lease: self.lease,
-                app: S::default(),
-            }),
-            None => {}
-        }
-        pieces
-    }
-}
+use persist::Persistence;
+use requests::RequestQueue;
+use sleep::SleepWatch;
+use state::{fnv1a, stored_terms, State};
+use sync::SyncAnswers;
 
 /// A lifecycle signal from the environment (the page, the process).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -128,37 +101,6 @@ impl std::error::Error for WriteError {
     }
 }
 
-/// Counters of what a replica did, for metrics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Stats {
-    /// Messages handed to [`Replica::handle_message`].
-    pub messages_in: u64,
-    /// Messages produced for [`Replica::poll_transmit`].
-    pub messages_out: u64,
-    /// Bytes received.
-    pub bytes_in: u64,
-    /// Bytes produced.
-    pub bytes_out: u64,
-    /// Messages refused (undecodable or corrupted, clock ahead, an invalid field, wrong
-    /// mode).
-    pub rejected: u64,
-    /// Duplicates, own echoes and messages from a peer's earlier life, dropped.
-    pub ignored: u64,
-    /// Merges that changed the state.
-    pub merges: u64,
-    /// Registers found in conflict.
-    pub conflicts: u64,
-    /// Sync requests sent.
-    pub syncs_requested: u64,
-    /// Full states sent.
-    pub syncs_sent: u64,
-    /// Sleeps (or freezes) detected.
-    pub sleeps: u64,
-    /// Requests dropped from a full queue while no leader was known.
-    pub requests_dropped: u64,
-}
-
 /// One replica of a bundle `S`, with application requests of type `R`: a deterministic
 /// state machine with no threads, clocks, sockets or randomness inside (the style of
 /// quinn-proto and str0m).
@@ -213,52 +155,29 @@ pub struct Stats {
 pub struct Replica<S, R = ()> {
     config: Config,
     me: SourceId,
+    /// When this run began (its first input's time): peers tell its runs apart by it.
     incarnation: u64,
     hlc: Hlc,
     state: State<S>,
-    watch: LeaseWatch,
-    /// The conversation with the lease authority, if there is one.
-    authority: Option<AuthorityLink>,
-    /// The term this replica acts as leader in.
-    leading: Option<u64>,
-    /// The highest term seen in any record or message.
-    known_term: u64,
-    /// The leader last announced in an event.
-    announced: Option<(Option<SourceId>, u64)>,
-    /// No claim before this: the join grace, to hear from a live leader first.
-    joined_until: u64,
-    /// No retry of a claim the authority refused before this (reset by news of the lease).
-    claim_retry_at: u64,
+    /// The lease: the term led, terms heard of, the authority.
+    leadership: Leadership,
+    /// Whether the first input was handled (and the replica joined).
     started: bool,
     left: bool,
-    seq: u64,
-    dseq: u64,
-    pending: Option<State<S>>,
-    flush_at: Option<u64>,
-    persist_dirty: bool,
-    /// What changed since the last persist (the join of everything merged).
-    persist_delta: Option<State<S>>,
-    /// The last persist failed to encode (reported once until one succeeds).
-    persist_failing: bool,
-    /// The size of the store's base record, and of the deltas appended after it.
-    store_base: usize,
-    store_appended: usize,
-    /// The next persist rewrites the store: a record was dropped, an old schema read,
-    /// or a persist failed.
-    compact_next: bool,
-    store_blocked: bool,
+    /// What goes out: numbering, the coalesced delta, heartbeats, the transmit queue.
+    outbox: Outbox<State<S>>,
+    /// What the store holds and is owed.
+    persistence: Persistence<State<S>>,
+    /// The state's digest, until the state changes.
     digest: Option<u64>,
     peers: Peers,
-    next_heartbeat: u64,
-    answer_due: Option<u64>,
-    answer_to: Option<SourceId>,
-    last_answer: Option<u64>,
-    last_now: Option<Now>,
-    expected_by: Option<u64>,
-    transmit: VecDeque<Vec<u8>>,
-    persist: Option<Persist>,
+    /// The full-state answers owed to peers.
+    answers: SyncAnswers,
+    /// Sleep detection between inputs.
+    sleep: SleepWatch,
     events: VecDeque<Event<R>>,
-    queued_requests: VecDeque<R>,
+    /// Requests waiting for a leader.
+    requests: RequestQueue<R>,
     stats: Stats,
 }
 
@@ -267,8 +186,8 @@ impl<S, R> core::fmt::Debug for Replica<S, R> {
         f.debug_struct("Replica")
             .field("source", &self.me)
             .field("mode", &self.config.mode)
-            .field("leading", &self.leading)
-            .field("known_term", &self.known_term)
+            .field("leading", &self.leadership.leading)
+            .field("known_term", &self.leadership.known_term)
             .field("lease", &self.state.lease)
             .field("left", &self.left)
             .field("stats", &self.stats)
@@ -288,42 +207,21 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         config.validate()?;
         let hlc = Hlc::new(config.max_drift_ms);
         Ok(Replica {
-            watch: LeaseWatch::new(config.lease),
+            leadership: Leadership::new(config.lease),
             me,
             incarnation: 0,
             hlc,
             state: State::default(),
-            authority: None,
-            leading: None,
-            known_term: 0,
-            announced: None,
-            joined_until: 0,
-            claim_retry_at: 0,
             started: false,
             left: false,
-            seq: 0,
-            dseq: 0,
-            pending: None,
-            flush_at: None,
-            persist_dirty: false,
-            persist_delta: None,
-            persist_failing: false,
-            store_base: 0,
-            store_appended: 0,
-            compact_next: false,
-            store_blocked: false,
+            outbox: Outbox::default(),
+            persistence: Persistence::default(),
             digest: None,
             peers: Peers::default(),
-            next_heartbeat: 0,
-            answer_due: None,
-            answer_to: None,
-            last_answer: None,
-            last_now: None,
-            expected_by: None,
-            transmit: VecDeque::new(),
-            persist: None,
+            answers: SyncAnswers::default(),
+            sleep: SleepWatch::default(),
             events: VecDeque::new(),
-            queued_requests: VecDeque::new(),
+            requests: RequestQueue::default(),
             stats: Stats::default(),
             config,
         })
@@ -339,7 +237,9 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     }
 
     pub(crate) fn use_authority(&mut self) {
-        self.authority.get_or_insert_with(AuthorityLink::default);
+        self.leadership
+            .authority
+            .get_or_insert_with(AuthorityLink::default);
     }
 
     /// Restores the state persisted so far (every [`Persist`] of
@@ -371,8 +271,8 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             Ok((loaded, top_term)) => {
                 // What is merged here is in the store already: only what was pending
                 // before stays to be persisted.
-                let pending = self.persist_delta.take();
-                let dirty = self.persist_dirty;
+                let pending = self.persistence.take_delta();
+                let dirty = self.persistence.is_dirty();
                 if self.config.mode == SyncMode::Leader {
                     self.heard_term(top_term, now);
                 }
@@ -380,10 +280,9 @@ impl<S: Bundle, R: Request> Replica<S, R> {
                     self.hlc.restore(stored.updated_at);
                     self.merge_state(&stored.state, self.me, now);
                 }
-                self.persist_delta = pending;
-                self.persist_dirty = dirty;
-                self.store_base = loaded.base_len;
-                self.store_appended = loaded.appended_len;
+                self.persistence.keep_pending(pending, dirty);
+                self.persistence
+                    .restored(loaded.base_len, loaded.appended_len);
                 if loaded.torn {
                     tracing::warn!(source = %self.me, "the store's last record was cut short; dropped");
                     self.events.push_back(Event::Degraded {
@@ -391,14 +290,14 @@ impl<S: Bundle, R: Request> Replica<S, R> {
                     });
                 }
                 if loaded.torn || loaded.rewrite {
-                    self.compact_next = true;
+                    self.persistence.compact_next();
                     self.mark_dirty(now);
                 }
                 Ok(())
             }
             Err(e) => {
                 tracing::warn!(source = %self.me, error = %e, "persisted state unreadable; kept and never overwritten");
-                self.store_blocked = true;
+                self.persistence.block();
                 self.events.push_back(Event::Degraded {
                     reason: Degradation::StoreUnreadable(e.clone()),
                 });
@@ -442,7 +341,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     /// Whether this replica acts as leader (it may write in leader mode), as of the last
     /// input.
     pub fn is_leader(&self) -> bool {
-        self.leading.is_some()
+        self.leadership.leading.is_some()
     }
 
     /// Counters.
@@ -501,9 +400,9 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         if self.left {
             return Err(WriteError::Left);
         }
-        self.begin(now);
+        self.observe_input_time(now);
         let result = self.write_within(now, f);
-        self.end(now);
+        self.run_due(now);
         result
     }
 
@@ -514,7 +413,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     ) -> Result<(), WriteError> {
         let term = match self.config.mode {
             SyncMode::Distributed => 0,
-            SyncMode::Leader => match self.leading {
+            SyncMode::Leader => match self.leadership.leading {
                 Some(term) => term,
                 None => {
                     return Err(WriteError::NotLeader {
@@ -565,19 +464,16 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         if self.left {
             return Err(WriteError::Left);
         }
-        self.begin(now);
-        if self.config.mode == SyncMode::Distributed || self.leading.is_some() {
+        self.observe_input_time(now);
+        if self.config.mode == SyncMode::Distributed || self.leadership.leading.is_some() {
             self.events.push_back(Event::Request {
                 from: self.me,
                 request,
             });
         } else {
-            match self.other_leader() {
-                Some(leader) => self.send_request(leader, &request, now),
-                None => self.queue_request(request),
-            }
+            self.forward_request(request, now);
         }
-        self.end(now);
+        self.run_due(now);
         Ok(())
     }
 
@@ -588,7 +484,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         if self.left {
             return;
         }
-        self.begin(now);
+        self.observe_input_time(now);
         self.stats.messages_in += 1;
         self.stats.bytes_in += bytes.len() as u64;
         match self
@@ -600,7 +496,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             Ok(envelope) => self.receive(envelope, now),
             Err(e) => self.reject(Rejection::Undecodable(e)),
         }
-        self.end(now);
+        self.run_due(now);
     }
 
     /// The deadline from [`Replica::poll_timeout`] was reached (calling it early or late
@@ -609,8 +505,8 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         if self.left {
             return;
         }
-        self.begin(now);
-        self.end(now);
+        self.observe_input_time(now);
+        self.run_due(now);
     }
 
     /// An answer of the lease authority (to a request from
@@ -621,15 +517,15 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     pub fn handle_authority(&mut self, now: Now, answer: AuthorityAnswer) {
         if self.left {
             if let (Some(link), AuthorityAnswer::Granted { term, .. }) =
-                (self.authority.as_mut(), answer)
+                (self.leadership.authority.as_mut(), answer)
             {
                 link.release(term);
             }
             return;
         }
-        self.begin(now);
+        self.observe_input_time(now);
         self.authority_answer(answer, now);
-        self.end(now);
+        self.run_due(now);
     }
 
     /// A lifecycle signal.
@@ -637,7 +533,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         if self.left {
             return;
         }
-        self.begin(now);
+        self.observe_input_time(now);
         match signal {
             Lifecycle::Hidden | Lifecycle::Freeze => {}
             Lifecycle::Visible => self.lease_tick(now),
@@ -655,13 +551,13 @@ impl<S: Bundle, R: Request> Replica<S, R> {
                 return;
             }
         }
-        self.end(now);
+        self.run_due(now);
     }
 
     /// The next message to broadcast to every peer.
     #[must_use = "drain every output after each input"]
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        self.transmit.pop_front()
+        self.outbox.pop()
     }
 
     /// What to do with the store: append a delta, or compact onto the whole state (see
@@ -669,7 +565,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     /// is what [`Replica::restore`] reads back.
     #[must_use = "drain every output after each input"]
     pub fn poll_persist(&mut self) -> Option<Persist> {
-        self.persist.take()
+        self.persistence.poll()
     }
 
     /// The next request for the lease authority (with [`Replica::with_authority`]);
@@ -677,7 +573,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     /// after leaving: the last one releases the lease.
     #[must_use = "drain every output after each input"]
     pub fn poll_authority(&mut self) -> Option<AuthorityRequest> {
-        self.authority.as_mut()?.poll()
+        self.leadership.authority.as_mut()?.poll()
     }
 
     /// The next event for the application.
@@ -696,75 +592,45 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         if !self.started {
             return Some(0);
         }
-        let mut next = self.next_heartbeat;
-        let mut consider = |t: Option<u64>| {
-            if let Some(t) = t {
-                next = next.min(t);
-            }
-        };
-        consider(self.flush_at);
-        consider(self.answer_due);
-        consider(self.peers.next_expiry(self.config.peer_timeout_ms));
-        consider(self.peers.next_sync_check(self.config.sync_retry_ms));
-        consider(self.lease_deadline());
-        Some(next)
+        self.timers().next()
     }
 
-    // --- the steps every input goes through ---
+    // --- the two steps every input goes through ---
 
-    /// Time bookkeeping and the join, before an input.
-    fn begin(&mut self, now: Now) {
+    /// Before an input: observes its time and joins. The first input fixes the
+    /// incarnation; a gap since the last input that shows a sleep is acted on; a
+    /// leader whose lease (or authority grant) ran out stops before it handles
+    /// anything; and on the first input the replica joins: it asks its peers for
+    /// their state and starts the join grace and the heartbeats.
+    fn observe_input_time(&mut self, now: Now) {
         if !self.started {
             // This run's incarnation: its first time, later than anything it restored,
             // so peers tell it apart from its earlier runs.
             self.incarnation = self.hlc.now(now.wall_ms);
         }
-        if let Some(last) = self.last_now {
-            let mono_gap = now.mono_ms.saturating_sub(last.mono_ms);
-            let wall_gap = now.wall_ms.saturating_sub(last.wall_ms);
-            let wall_ahead = wall_gap.saturating_sub(mono_gap);
-            let late = self
-                .expected_by
-                .map_or(0, |due| now.mono_ms.saturating_sub(due));
-            let gap = wall_ahead.max(late);
-            if gap > self.config.sleep_tolerance_ms {
-                self.woke(gap, now);
-            }
+        if let Some(gap) = self.sleep.observe(now, self.config.sleep_tolerance_ms) {
+            self.woke(gap, now);
         }
-        self.last_now = Some(now);
         self.lease_validate(now);
         if !self.started {
             self.started = true;
-            self.joined_until = now.mono_ms.saturating_add(self.join_grace_ms());
-            self.next_heartbeat = now.mono_ms;
+            self.leadership.joined_until = now.mono_ms.saturating_add(self.join_grace_ms());
+            self.outbox.set_heartbeat_at(now.mono_ms);
             self.send(Body::SyncRequest { to: None }, now);
         }
     }
 
-    /// Timers, leadership and flushing, after an input.
-    fn end(&mut self, now: Now) {
+    /// After an input: runs whatever is due, in this order: the lease (claim or
+    /// renew), the flush, the heartbeat, sync requests, the sync answer, peer expiry;
+    /// then notes when the next input is expected (for sleep detection).
+    fn run_due(&mut self, now: Now) {
         self.lease_tick(now);
-        if self.flush_at.is_some_and(|t| now.mono_ms >= t) {
+        if self.outbox.flush_due(now.mono_ms) {
             self.flush(now);
         }
-        if now.mono_ms >= self.next_heartbeat {
-            let digest = self.digest();
-            self.send(
-                Body::Heartbeat {
-                    dseq: self.dseq,
-                    digest,
-                },
-                now,
-            );
-            self.next_heartbeat = now
-                .mono_ms
-                .saturating_add(self.config.heartbeat_interval_ms);
-        }
-        while let Some(peer) = self.peers.sync_due(now.mono_ms, self.config.sync_retry_ms) {
-            self.stats.syncs_requested += 1;
-            self.send(Body::SyncRequest { to: Some(peer) }, now);
-        }
-        if self.answer_due.is_some_and(|t| now.mono_ms >= t) {
+        self.heartbeat_if_due(now);
+        self.request_due_syncs(now);
+        if self.answers.is_due(now.mono_ms) {
             self.answer_sync(now);
         }
         for peer in self.peers.expire(now.mono_ms, self.config.peer_timeout_ms) {
@@ -773,20 +639,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
                 said_goodbye: false,
             });
         }
-        self.expected_by = self.poll_timeout();
-    }
-
-    fn woke(&mut self, gap_ms: u64, now: Now) {
-        self.stats.sleeps += 1;
-        if gap_ms > 0 {
-            self.events.push_back(Event::SleepDetected { gap_ms });
-        }
-        tracing::debug!(source = %self.me, gap_ms, "woke; re-validating");
-        self.lease_woke(now);
-        self.stats.syncs_requested += 1;
-        let to = self.other_leader();
-        self.send(Body::SyncRequest { to }, now);
-        self.next_heartbeat = now.mono_ms;
+        self.sleep.expect_by(self.poll_timeout());
     }
 
     fn join_grace_ms(&self) -> u64 {
@@ -796,34 +649,4 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             .max(self.config.heartbeat_interval_ms)
             .saturating_add(lease.max_delay_ms)
     }
-}
-
-/// The highest term among a stored state's stamps and lease record, after checking
-/// that each is in range.
-fn stored_terms<S: Merge>(state: &State<S>) -> Result<u64, String> {
-    let mut top = state.lease.map_or(0, |l| l.term);
-    let mut bad = None;
-    state.app.visit_stamps(&mut |stamp| {
-        if stamp.version > crate::MAX_VERSION {
-            bad.get_or_insert(stamp.version);
-        }
-        top = top.max(stamp.term());
-    });
-    if let Some(v) = bad {
-        return Err(format!("version {v} is above {}", crate::MAX_VERSION));
-    }
-    if top > crate::MAX_TERM {
-        return Err(format!("term {top} is above {}", crate::MAX_TERM));
-    }
-    Ok(top)
-}
-
-/// FNV-1a, 64-bit: a stable hash for state digests (the same on every platform).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        hash ^= u64::from(*b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
 }

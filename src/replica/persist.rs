@@ -19,7 +19,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Codec, DecodeError, SourceId};
+use super::Replica;
+use crate::bundle::{Bundle, Request};
+use crate::wire::SCHEMA_VERSION;
+use crate::{Codec, DecodeError, Degradation, Event, Merge, SourceId};
 
 /// Compaction happens once the deltas appended since the base add up to more than
 /// this many times the base's size.
@@ -231,6 +234,183 @@ fn legacy<St: serde::de::DeserializeOwned>(
     })
 }
 
+/// What a replica keeps about its store: whether something changed since the last
+/// persist and what, how large the log's base and appended deltas are (to know when to
+/// compact), whether the store must not or cannot be written, and the [`Persist`]
+/// waiting for [`Replica::poll_persist`].
+#[derive(Debug)]
+pub(super) struct Persistence<St> {
+    /// Something changed since the last persist.
+    dirty: bool,
+    /// What changed since the last persist (the join of everything merged).
+    delta: Option<St>,
+    /// The last persist failed to encode (reported once until one succeeds).
+    failing: bool,
+    /// The size of the store's base record.
+    base: usize,
+    /// The size of the deltas appended after the base.
+    appended: usize,
+    /// The next persist rewrites the store: a record was dropped, an old schema read,
+    /// or a persist failed.
+    compact_next: bool,
+    /// The store is unreadable: it is never written over.
+    blocked: bool,
+    /// What the store is to do next.
+    out: Option<Persist>,
+}
+
+impl<St> Default for Persistence<St> {
+    fn default() -> Self {
+        Persistence {
+            dirty: false,
+            delta: None,
+            failing: false,
+            base: 0,
+            appended: 0,
+            compact_next: false,
+            blocked: false,
+            out: None,
+        }
+    }
+}
+
+impl<St: Merge + Clone> Persistence<St> {
+    /// Something changed: the next flush persists.
+    pub(super) fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
+    /// Whether a persist is due (something changed and the store may be written); if
+    /// so, it is no longer due.
+    pub(super) fn take_dirty(&mut self) -> bool {
+        if self.dirty && !self.blocked {
+            self.dirty = false;
+            return true;
+        }
+        false
+    }
+
+    /// A merged state that changed this replica's: kept for the next delta record,
+    /// unless the next persist writes the whole state anyway (or never persists), so a
+    /// large merge is not copied for nothing.
+    pub(super) fn changed(&mut self, other: &St) {
+        if self.blocked || self.compaction_due() {
+            return;
+        }
+        match &mut self.delta {
+            Some(pending) => {
+                let _ = pending.merge(other);
+            }
+            None => self.delta = Some(other.clone()),
+        }
+    }
+
+    /// Whether the next persist writes the whole state: nothing is stored yet, the log
+    /// must be rewritten, or the appended deltas outgrew the base.
+    pub(super) fn compaction_due(&self) -> bool {
+        self.compact_next
+            || self.base == 0
+            || self.appended > COMPACT_FACTOR.saturating_mul(self.base)
+    }
+
+    /// The changes kept for the next delta record, taken.
+    pub(super) fn take_delta(&mut self) -> Option<St> {
+        self.delta.take()
+    }
+
+    /// What was pending before a restore, put back after it: what a restore merges is
+    /// in the store already.
+    pub(super) fn keep_pending(&mut self, delta: Option<St>, dirty: bool) {
+        self.delta = delta;
+        self.dirty = dirty;
+    }
+
+    /// Whether something changed since the last persist.
+    pub(super) fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// The store read back: its base and appended sizes.
+    pub(super) fn restored(&mut self, base: usize, appended: usize) {
+        self.base = base;
+        self.appended = appended;
+    }
+
+    /// The next persist rewrites the whole store.
+    pub(super) fn compact_next(&mut self) {
+        self.compact_next = true;
+    }
+
+    /// The store is unreadable: never write over it.
+    pub(super) fn block(&mut self) {
+        self.blocked = true;
+    }
+
+    /// A record was encoded: hand it to the store, as the new base (`compact`) or
+    /// appended after what it holds.
+    pub(super) fn written(&mut self, bytes: Vec<u8>, compact: bool) {
+        let next = if compact {
+            self.base = bytes.len();
+            self.appended = 0;
+            self.compact_next = false;
+            Persist::Compact(bytes)
+        } else {
+            self.appended = self.appended.saturating_add(bytes.len());
+            Persist::Append(bytes)
+        };
+        self.out = Some(match self.out.take() {
+            Some(earlier) => earlier.then(next),
+            None => next,
+        });
+        self.failing = false;
+    }
+
+    /// A record failed to encode: what was not written goes with the whole state, once
+    /// it encodes. Whether to report it (the first failure in a row).
+    pub(super) fn failed(&mut self) -> bool {
+        self.compact_next = true;
+        !std::mem::replace(&mut self.failing, true)
+    }
+
+    /// What the store is to do next.
+    pub(super) fn poll(&mut self) -> Option<Persist> {
+        self.out.take()
+    }
+}
+
+impl<S: Bundle, R: Request> Replica<S, R> {
+    /// Hands the store what changed since the last persist: a delta to append, or,
+    /// once the appended deltas outgrow the base (or the log needs rewriting), the
+    /// whole state to compact onto.
+    pub(super) fn persist_changes(&mut self) {
+        let delta = self.persistence.take_delta();
+        let compact = self.persistence.compaction_due();
+        let state = match (&delta, compact) {
+            (_, true) => &self.state,
+            (Some(delta), false) => delta,
+            (None, false) => return,
+        };
+        let stored = Stored {
+            schema: SCHEMA_VERSION,
+            updated_at: self.hlc.last_ms(),
+            source: self.me,
+            state,
+        };
+        let codec = self.config.store_codec;
+        match codec.encode_framed(&stored) {
+            Ok(framed) => self.persistence.written(record(codec, framed), compact),
+            Err(e) => {
+                tracing::warn!(source = %self.me, error = %e, "state not persisted");
+                if self.persistence.failed() {
+                    self.events.push_back(Event::Degraded {
+                        reason: Degradation::PersistFailed(e),
+                    });
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,5 +477,64 @@ mod tests {
             log[at] ^= 0x01;
             assert!(load::<u32>(codec, &log).is_err(), "{codec}");
         }
+    }
+
+    fn lease(term: u64) -> crate::Lease {
+        crate::Lease {
+            term,
+            ..crate::Lease::acquire(None, SourceId::from_u128(1), 300)
+        }
+    }
+
+    #[test]
+    fn the_first_persist_compacts_then_deltas_append_until_they_outgrow_the_base() {
+        let mut book = Persistence::<crate::Lease>::default();
+        assert!(book.compaction_due(), "nothing stored yet");
+        book.changed(&lease(1));
+        assert_eq!(book.take_delta(), None, "not kept for a compaction");
+        book.written(vec![0; 10], true);
+        assert!(!book.compaction_due());
+        book.changed(&lease(2));
+        book.changed(&lease(3));
+        assert_eq!(book.take_delta().map(|l| l.term), Some(3), "joined");
+        book.written(vec![1; 6], false);
+        assert!(!book.compaction_due());
+        book.written(vec![2; 5], false);
+        assert!(
+            book.compaction_due(),
+            "11 appended bytes outgrow a 10-byte base"
+        );
+        assert_eq!(
+            book.poll(),
+            Some(Persist::Compact(
+                [vec![0; 10], vec![1; 6], vec![2; 5]].concat()
+            )),
+            "chained into one request"
+        );
+        assert_eq!(book.poll(), None);
+    }
+
+    #[test]
+    fn a_failure_is_reported_once_and_compacts_next() {
+        let mut book = Persistence::<crate::Lease>::default();
+        book.written(vec![0; 10], true);
+        assert!(book.failed());
+        assert!(!book.failed(), "reported once");
+        assert!(book.compaction_due());
+        book.written(vec![0; 8], true);
+        assert!(!book.compaction_due());
+        assert!(book.failed(), "a new failure after a success is reported");
+    }
+
+    #[test]
+    fn a_blocked_store_is_never_due() {
+        let mut book = Persistence::<crate::Lease>::default();
+        book.mark_dirty();
+        book.block();
+        assert!(!book.take_dirty());
+        let mut book = Persistence::<crate::Lease>::default();
+        book.mark_dirty();
+        assert!(book.take_dirty());
+        assert!(!book.take_dirty(), "taken once");
     }
 }

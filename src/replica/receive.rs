@@ -1,25 +1,62 @@
-//! Receiving: admitting, fencing and merging what peers send.
+//! Receiving: admitting a message (its sender, its fields, its time, its sequence
+//! number), fencing by term, dispatching it by kind, and merging states.
 
 use super::peers::Admit;
 use super::{Replica, State};
 use crate::bundle::{Bundle, Request};
 use crate::wire::{Body, Envelope};
-use crate::{Event, Merge, Now, Rejection, SourceId, SyncMode};
-
-/// How many times a request is passed on from one former leader to the next.
-const MAX_REQUEST_HOPS: u8 = 2;
+use crate::{Event, Lease, Merge, Now, Rejection, SourceId};
 
 impl<S: Bundle, R: Request> Replica<S, R> {
+    /// A decoded message: admitted, then handled by its kind.
     pub(super) fn receive(&mut self, env: Envelope<State<S>, R>, now: Now) {
+        if !self.admit(&env, now) {
+            return;
+        }
+        let from = env.sender;
+        // Every term in a valid message is at most its envelope's: a leader of an older
+        // term hears here that its term is over, before it acts on anything. (A lease
+        // record says who superseded it: that comes first.)
+        let term = env.term;
+        if !matches!(env.body, Body::Lease { .. }) {
+            self.heard_term(term, now);
+        }
+        match env.body {
+            Body::Delta { dseq, state } => self.receive_delta(from, dseq, &state, now),
+            Body::Lease { dseq, lease } => self.receive_lease(from, term, dseq, lease, now),
+            Body::FullSync {
+                dseq,
+                part,
+                parts,
+                state,
+                ..
+            } => {
+                let first_seq = env.seq - u64::from(part);
+                self.receive_full_state(from, dseq, first_seq, (part, parts), &state, now);
+            }
+            Body::SyncRequest { to } => self.sync_requested(from, to, now),
+            Body::Request { to, hops, request } => {
+                self.request_received(from, to, hops, request, now);
+            }
+            Body::Heartbeat { dseq, digest } => self.receive_heartbeat(from, dseq, digest, now),
+            Body::Goodbye => self.receive_goodbye(from, now),
+        }
+    }
+
+    /// Whether a message is to be handled: not an echo of this replica's own, every
+    /// field valid, its clock not too far ahead, and new from its sender. A message
+    /// seen already or from a sender's earlier life still merges its state (see
+    /// [`Replica::merge_late`]), and nothing else of it counts.
+    fn admit(&mut self, env: &Envelope<State<S>, R>, now: Now) -> bool {
         let from = env.sender;
         if from == self.me {
             self.stats.ignored += 1;
-            return;
+            return false;
         }
         // Nothing of a message is trusted, not even its time, before every field passed.
-        if let Err(reason) = self.validate(&env, now) {
+        if let Err(reason) = self.validate(env, now) {
             self.reject(reason);
-            return;
+            return false;
         }
         if let Err(crate::ClockError::AheadOfLocal {
             remote_ms,
@@ -31,7 +68,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
                 from,
                 ahead_ms: remote_ms - local_ms,
             });
-            return;
+            return false;
         }
         match self
             .peers
@@ -40,66 +77,48 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             Admit::Duplicate | Admit::Stale => {
                 self.stats.ignored += 1;
                 self.merge_late(env, now);
-                return;
+                false
             }
-            Admit::Joined => self.events.push_back(Event::PeerJoined { peer: from }),
-            Admit::Fresh => {}
+            Admit::Joined => {
+                self.events.push_back(Event::PeerJoined { peer: from });
+                true
+            }
+            Admit::Fresh => true,
         }
-        // Every term in a valid message is at most its envelope's: a leader of an older
-        // term hears here that its term is over, before it acts on anything. (A lease
-        // record says who superseded it: that comes first.)
-        let term = env.term;
-        if !matches!(env.body, Body::Lease { .. }) {
-            self.heard_term(term, now);
+    }
+
+    /// A delta of `from`'s writes.
+    fn receive_delta(&mut self, from: SourceId, dseq: u64, state: &State<S>, now: Now) {
+        // Deltas of an older term are merged too: the order already ranks every write
+        // of a newer term above them, and dropping them would lose the writes an old
+        // leader made before handing over (its last flush on leaving may arrive after
+        // its successor's claim).
+        self.peers.delta(from, dseq, now.mono_ms);
+        self.merge_state(state, from, now);
+    }
+
+    /// A lease record from its holder, in a message of `term`.
+    fn receive_lease(&mut self, from: SourceId, term: u64, dseq: u64, lease: Lease, now: Now) {
+        self.peers.delta(from, dseq, now.mono_ms);
+        self.merge_state(&State::of_lease(lease), from, now);
+        self.heard_term(term, now);
+    }
+
+    /// A heartbeat: the sender's last delta number and state digest.
+    fn receive_heartbeat(&mut self, from: SourceId, dseq: u64, digest: u64, now: Now) {
+        let ours = self.digest();
+        self.peers.heartbeat(from, dseq, digest, ours, now.mono_ms);
+    }
+
+    /// A peer left.
+    fn receive_goodbye(&mut self, from: SourceId, now: Now) {
+        if self.peers.remove(from) {
+            self.events.push_back(Event::PeerLeft {
+                peer: from,
+                said_goodbye: true,
+            });
         }
-        match env.body {
-            Body::Delta { dseq, state } => {
-                // Deltas of an older term are merged too: the order already ranks every
-                // write of a newer term above them, and dropping them would lose the
-                // writes an old leader made before handing over (its last flush on
-                // leaving may arrive after its successor's claim).
-                self.peers.delta(from, dseq, now.mono_ms);
-                self.merge_state(&state, from, now);
-            }
-            Body::Lease { dseq, lease } => {
-                self.peers.delta(from, dseq, now.mono_ms);
-                let delta = State {
-                    lease: Some(lease),
-                    app: S::default(),
-                };
-                self.merge_state(&delta, from, now);
-                self.heard_term(term, now);
-            }
-            Body::FullSync {
-                dseq,
-                part,
-                parts,
-                state,
-                ..
-            } => {
-                let first_seq = env.seq - u64::from(part);
-                self.peers
-                    .full_state_part(from, dseq, first_seq, part, parts, now.mono_ms);
-                self.merge_state(&state, from, now);
-            }
-            Body::SyncRequest { to } => self.sync_requested(from, to, now),
-            Body::Request { to, hops, request } => {
-                self.request_received(from, to, hops, request, now);
-            }
-            Body::Heartbeat { dseq, digest } => {
-                let ours = self.digest();
-                self.peers.heartbeat(from, dseq, digest, ours, now.mono_ms);
-            }
-            Body::Goodbye => {
-                if self.peers.remove(from) {
-                    self.events.push_back(Event::PeerLeft {
-                        peer: from,
-                        said_goodbye: true,
-                    });
-                }
-                self.holder_left(from, now);
-            }
-        }
+        self.holder_left(from, now);
     }
 
     /// A message seen already, too late to tell, or from a peer's earlier life: its
@@ -107,19 +126,21 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     /// delta from before a restart or overtaken by more than the duplicate window may
     /// hold writes no one else has), but nothing else of it counts: no request, no
     /// bookkeeping of the peer's sequence numbers.
-    fn merge_late(&mut self, env: Envelope<State<S>, R>, now: Now) {
-        let state = match env.body {
+    fn merge_late(&mut self, env: &Envelope<State<S>, R>, now: Now) {
+        let lease_state;
+        let state = match &env.body {
             Body::Delta { state, .. } | Body::FullSync { state, .. } => state,
-            Body::Lease { lease, .. } => State {
-                lease: Some(lease),
-                app: S::default(),
-            },
+            Body::Lease { lease, .. } => {
+                lease_state = State::of_lease(*lease);
+                &lease_state
+            }
             _ => return,
         };
-        self.merge_state(&state, env.sender, now);
+        self.merge_state(state, env.sender, now);
         self.heard_term(env.term, now);
     }
 
+    /// A message refused: counted and reported.
     pub(super) fn reject(&mut self, reason: Rejection) {
         tracing::debug!(source = %self.me, %reason, "message rejected");
         self.stats.rejected += 1;
@@ -144,17 +165,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         }
         self.stats.merges += 1;
         self.digest = None;
-        // What changed, for the store's next delta: not kept when the next persist
-        // writes the whole state anyway (or never persists), so a large merge is not
-        // copied for nothing.
-        if !self.store_blocked && !self.compaction_due() {
-            match &mut self.persist_delta {
-                Some(pending) => {
-                    let _ = pending.merge(other);
-                }
-                None => self.persist_delta = Some(other.clone()),
-            }
-        }
+        self.persistence.changed(other);
         self.mark_dirty(now);
         if app.changed() {
             self.events.push_back(Event::Changed {
@@ -163,101 +174,6 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         }
         if lease.changed() {
             self.lease_changed(now);
-        }
-    }
-
-    pub(super) fn sync_requested(&mut self, from: SourceId, to: Option<SourceId>, now: Now) {
-        let answer = match to {
-            Some(target) => target == self.me,
-            // An open request: the leader answers; without one, the lowest id.
-            None => match self.leader() {
-                Some(leader) => leader == self.me,
-                None => self
-                    .peers
-                    .ids()
-                    .chain([from])
-                    .all(|id| self.me < id || id == from),
-            },
-        };
-        if !answer {
-            return;
-        }
-        let earliest = self.last_answer.map_or(now.mono_ms, |t| {
-            t.saturating_add(self.config.sync_answer_interval_ms)
-        });
-        self.answer_to = if self.answer_due.is_some() {
-            None
-        } else {
-            Some(from)
-        };
-        self.answer_due = Some(earliest.max(now.mono_ms));
-    }
-
-    /// Sends the whole state, in as many parts as the message limit needs.
-    pub(super) fn answer_sync(&mut self, now: Now) {
-        self.answer_due = None;
-        self.last_answer = Some(now.mono_ms);
-        self.stats.syncs_sent += 1;
-        let to = self.answer_to.take();
-        // One encoding in the common case: split only a state that does not fit whole.
-        let (seq, hlc) = self.next_header(now);
-        let whole = self.encode(
-            seq,
-            hlc,
-            Body::FullSync {
-                to,
-                dseq: self.dseq,
-                part: 0,
-                parts: 1,
-                state: &self.state,
-            },
-        );
-        if self.fits(&whole) {
-            return self.push_encoded(whole);
-        }
-        let pieces = match self.fit(&self.state) {
-            Ok(pieces) => pieces,
-            Err(e) => return self.unsendable(e),
-        };
-        let parts = pieces.len() as u32;
-        for (part, piece) in pieces.iter().enumerate() {
-            let (seq, hlc) = self.next_header(now);
-            let body = Body::FullSync {
-                to,
-                dseq: self.dseq,
-                part: part as u32,
-                parts,
-                state: piece.as_ref().unwrap_or(&self.state),
-            };
-            let encoded = self.encode(seq, hlc, body);
-            self.push_encoded(encoded);
-        }
-    }
-
-    pub(super) fn request_received(
-        &mut self,
-        from: SourceId,
-        to: Option<SourceId>,
-        hops: u8,
-        request: R,
-        now: Now,
-    ) {
-        if self.config.mode == SyncMode::Distributed {
-            return;
-        }
-        if self.leading.is_some() && to.is_none_or(|t| t == self.me) {
-            self.events.push_back(Event::Request { from, request });
-        } else if to == Some(self.me) {
-            // Addressed to a former leader: pass it on, a bounded number of times (two
-            // replicas that each believe the other leads would otherwise bounce it
-            // between them for as long as their views disagree). Past the bound it
-            // waits here until a leader is announced.
-            match self.other_leader() {
-                Some(leader) if hops < MAX_REQUEST_HOPS => {
-                    self.pass_request(leader, hops + 1, &request, now);
-                }
-                _ => self.queue_request(request),
-            }
         }
     }
 }
