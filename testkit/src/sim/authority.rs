@@ -1,6 +1,7 @@
 //! The simulated lease authority: a [`LeaseArbiter`] timed by world time, reached over
-//! a link that delays, loses and duplicates requests and answers while the world is
-//! faulty, and delivers at once once it is healed.
+//! a link with the network's faults (it delays, reorders, loses and duplicates requests
+//! and answers at the network's rates) until the world heals, and delivers at once
+//! after.
 //!
 //! Its adapter reports a loss as soon as the arbiter grants the lease to someone else
 //! ([`AuthorityAnswer::Lost`] to the previous holder, at once, and before any other
@@ -11,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use replisync::authority::{AuthorityAnswer, AuthorityRequest, LeaseArbiter};
-use replisync::SourceId;
+use replisync::{Faults, SourceId};
 
 use super::Rng;
 
@@ -24,51 +25,49 @@ pub enum Flight {
     Answer(AuthorityAnswer),
 }
 
+/// The highest rate at which the authority's link loses a request or an answer.
+pub const MAX_LOSS: f64 = 0.03;
+
 pub struct SimAuthority {
     pub arbiter: LeaseArbiter,
     /// In flight, by (due time, sequence): the node, the run of its process that sent
     /// the request or is to get the answer, and what travels.
     flights: BTreeMap<(u64, u64), (usize, u64, Flight)>,
     seq: u64,
-    /// Delays, losses and duplicates, until the world heals.
-    pub faulty: bool,
+    /// Delays, losses and duplicates, as the network's, until the world heals.
+    pub faults: Faults,
 }
 
 impl SimAuthority {
-    pub fn new(arbiter: LeaseArbiter, faulty: bool) -> Self {
+    pub fn new(arbiter: LeaseArbiter, faults: Faults) -> Self {
         SimAuthority {
             arbiter,
             flights: BTreeMap::new(),
             seq: 0,
-            faulty,
+            faults,
         }
     }
 
     /// Sends `flight` to or from run `run` of node `node` at `now`, through the faults:
-    /// within the allowed delay `max_delay_ms` mostly, held back up to three times
-    /// that sometimes (as the network reorders), lost or duplicated now and then.
-    pub fn send(
-        &mut self,
-        rng: &mut Rng,
-        now: u64,
-        max_delay_ms: u64,
-        (node, run): (usize, u64),
-        flight: Flight,
-    ) {
-        if !self.faulty {
+    /// duplicated at the network's rate, delayed as its messages are, held back up to
+    /// three times the longest delay when it reorders, and lost at the network's rate
+    /// up to [`MAX_LOSS`] (an authority is reached over a reliable link: a loss is a
+    /// call that timed out).
+    pub fn send(&mut self, rng: &mut Rng, now: u64, (node, run): (usize, u64), flight: Flight) {
+        let f = self.faults;
+        if f == Faults::NONE {
             self.queue(now, node, run, flight);
             return;
         }
-        if rng.chance(0.03) {
+        if rng.chance(f.loss.min(MAX_LOSS)) {
             return;
         }
-        let copies = if rng.chance(0.03) { 2 } else { 1 };
+        let copies = if rng.chance(f.duplicate) { 2 } else { 1 };
         for _ in 0..copies {
-            let delay = if rng.chance(0.05) {
-                rng.range(0, 3 * max_delay_ms)
-            } else {
-                rng.range(0, max_delay_ms / 2)
-            };
+            let mut delay = rng.range(f.delay_ms.0, f.delay_ms.1 + 1);
+            if rng.chance(f.reorder) {
+                delay += rng.range(0, 3 * f.delay_ms.1.max(1) + 1);
+            }
             self.queue(now + delay, node, run, flight);
         }
     }

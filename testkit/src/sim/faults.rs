@@ -286,21 +286,18 @@ impl World {
             return Ok(());
         }
         let lease = self.config().lease;
-        let Some(leader) = self.current_leader() else {
-            return Err("failover: no leader after convergence".into());
-        };
         let delay_max = self.opts.faults.delay_ms.1;
         let one_way = if self.opts.faults.reorder > 0.0 {
             delay_max + 3 * delay_max.max(1)
         } else {
             delay_max
         };
-        // With an authority its link is faulty too: the last renewal may reach it up to
-        // 3 × the allowed delay late (keeping the grant that much longer), a claim that
+        // With an authority its link is as faulty as the network: the last renewal may
+        // reach it one way late (keeping the grant that much longer), a claim that
         // arrives before the grant ran out is refused and asked again a renew interval
-        // later, and the grant may come back 3 × the allowed delay late.
+        // later, and the grant may come back one way late.
         let authority_slack = if self.opts.authority {
-            6 * lease.max_delay_ms + lease.renew_interval_ms
+            2 * one_way + lease.renew_interval_ms
         } else {
             0
         };
@@ -308,6 +305,26 @@ impl World {
             lease.max_delay_ms + one_way + authority_slack
         } else {
             0
+        };
+        // With an authority whose link is slower than the lease's margins allow, a
+        // grant can run out unrenewed (the holder then steps down, by design): a leader
+        // must then be back within one failover bound.
+        let leader = match self.current_leader() {
+            Some(l) => l,
+            None if under_faults && self.opts.authority => {
+                let until = self.time + lease.duration_ms + lease.renew_interval_ms + slack;
+                loop {
+                    if let Some(l) = self.current_leader() {
+                        break l;
+                    }
+                    if self.time > until {
+                        return Err("failover: no leader after convergence".into());
+                    }
+                    let t = self.time + 1;
+                    self.run_until(t, false)?;
+                }
+            }
+            None => return Err("failover: no leader after convergence".into()),
         };
         self.depart(leader, Departure::Crash)?;
         let crashed_at = self.time;

@@ -403,10 +403,10 @@ impl World {
         let mut rng = Rng::new(opts.seed);
         let mut net = SimNetwork::new(rng.draw());
         net.set_faults(opts.faults).expect("valid faults");
-        // The authority's link is as faulty as the network: calm worlds have a calm one.
+        // The authority's link is as faulty as the network.
         let authority = opts
             .authority
-            .then(|| SimAuthority::new(LeaseArbiter::default(), opts.faults != Faults::NONE));
+            .then(|| SimAuthority::new(LeaseArbiter::default(), opts.faults));
         let mut world = World {
             rng,
             time: 0,
@@ -683,7 +683,6 @@ impl World {
             let events: Vec<Event<Req>> = std::iter::from_fn(|| r.poll_event()).collect();
             (asked, sent, persisted, events)
         };
-        let max_delay_ms = self.config().lease.max_delay_ms;
         let run = self.nodes[i].run;
         if let Some(auth) = self.authority.as_mut() {
             for request in asked {
@@ -692,7 +691,7 @@ impl World {
                     println!("t={now_world} node{i} ASKS {request:?}");
                 }
                 let flight = Flight::Request(request);
-                auth.send(&mut self.rng, now_world, max_delay_ms, (i, run), flight);
+                auth.send(&mut self.rng, now_world, (i, run), flight);
             }
         }
         for bytes in &sent {
@@ -928,11 +927,7 @@ impl World {
                 Flight::Request(request) => {
                     let (answer, ended) = auth.decide(time, self.nodes[i].id, &request);
                     if let Some(answer) = answer {
-                        let max_delay_ms = sim_config(self.opts.mode, self.opts.wire_codec)
-                            .lease
-                            .max_delay_ms;
-                        let flight = Flight::Answer(answer);
-                        auth.send(&mut self.rng, time, max_delay_ms, (i, run), flight);
+                        auth.send(&mut self.rng, time, (i, run), Flight::Answer(answer));
                     }
                     if let Some((holder, term)) = ended {
                         if let Some(j) = self.nodes.iter().position(|n| n.id == holder) {
@@ -972,7 +967,7 @@ impl World {
     pub fn heal(&mut self) -> Check {
         self.net.heal();
         if let Some(auth) = self.authority.as_mut() {
-            auth.faulty = false;
+            auth.faults = Faults::NONE;
         }
         self.doomed.clear();
         for i in 0..self.nodes.len() {
