@@ -177,9 +177,9 @@ struct Out {
 /// in distributed mode), `leader` (the leader's name, or null), `term` (the latest
 /// lease term known, or null), `remaining_ms`, `countdown_end_at`, `idle_start_at`
 /// (ms since the Unix epoch; null when no session runs) and `extends`. Some events add
-/// fields: `reset` its `cause`, `extended` its `count`, `config_changed` the `config`,
-/// `leader_lost` the `lost_term`, `refused` the `operation`, `from` and `error`, and
-/// `error` the `error` and the `input`.
+/// fields: `status` and `config_changed` the `config` (the settings in force), `reset`
+/// its `cause`, `extended` its `count`, `leader_lost` the `lost_term`, `refused` the
+/// `operation`, `from` and `error`, and `error` the `error` and the `input`.
 type Line = Map<String, Value>;
 
 impl Out {
@@ -427,7 +427,11 @@ fn run(args: &Args) -> Result<(), Error> {
         let current = handle.state()?.config();
         match command(&line, current) {
             Ok(Command::Quit) => break,
-            Ok(Command::Status) => out.print(status("status")?),
+            Ok(Command::Status) => {
+                let mut l = status("status")?;
+                l.insert("config".into(), serde_json::to_value(current)?);
+                out.print(l);
+            }
             Ok(Command::Operate(op)) => {
                 if !operate(&out, &handle, op, clock, &status) {
                     break;
