@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use replisync::{
     Clock, Config, Driver, Handle, Hub, LeaseConfig, MutexAuthority, Now, Replica, SourceId,
-    SystemClock,
+    SyncMode, SystemClock,
 };
 use replisync_session::{
     Operation, Phase, Refusal, ResetCause, SessionConfig, SessionEvent, SessionState,
@@ -264,7 +264,7 @@ fn open_tab(
 
 /// A user's operation at a demo replica.
 fn operate(tab: &Tab, operation: Operation, clock: SystemClock) -> Result<(), Step> {
-    glue::operate(&tab.handle, operation, clock)
+    glue::operate(&tab.handle, SyncMode::Leader, operation, clock)
 }
 
 fn tab(tabs: &[Tab], name: u128) -> &Tab {

@@ -2,16 +2,17 @@
 //! replicas in one process, and one replica per process): the pure pieces of
 //! `replisync_session` put together around a `Handle`.
 //!
-//! A [`SessionWatch`] per replica turns the state into events, a replica that may write
-//! (the leader, or every replica in distributed mode) applies operations with
-//! [`Operation::apply`], and the leader records phase transitions with
-//! [`SessionState::write_transition`]. [`serve`] is all of it; [`operate`] is a user's
+//! A [`SessionWatch`] per replica turns the state into events, the leader (or, in
+//! distributed mode, every replica) applies operations with [`Operation::apply`], and
+//! the leader records phase transitions with [`SessionState::write_transition`]. [`serve`] is all of it; [`operate`] is a user's
 //! operation at a replica.
 
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use replisync::{Clock, DriverError, Event, Handle, Now, SourceId, SystemClock, WriteError};
+use replisync::{
+    Clock, DriverError, Event, Handle, Now, SourceId, SyncMode, SystemClock, WriteError,
+};
 use replisync_session::{Operation, Refusal, SessionEvent, SessionState, SessionWatch, View};
 
 /// An event a replica's service reported, with what the replica saw at that moment.
@@ -156,28 +157,29 @@ impl std::fmt::Display for Step {
 impl std::error::Error for Step {}
 
 /// A user's operation at a replica: checked on what that replica sees (refused
-/// activity never costs a message), then written here at once when this replica may
-/// write (it leads, or the mode is distributed), or sent to the leader as a request,
-/// which the leader's [`serve`] applies. Once it returns, a write made here has been
-/// applied and handed to the transport.
+/// activity never costs a message), then, in leader mode, sent as a request to the
+/// leader (this replica's own [`serve`], when it leads), which decides again and writes
+/// it; in distributed mode, written here at once. Requests keep their order, queued
+/// until a leader is known; a distributed write has been applied and handed to the
+/// transport once this returns.
 pub fn operate(
     handle: &Handle<SessionState, Operation>,
+    mode: SyncMode,
     operation: Operation,
     clock: SystemClock,
 ) -> Result<(), Step> {
     let state = handle.state().map_err(Step::Stopped)?;
     let now = clock.now();
     operation.check(&state, now).map_err(Step::Refused)?;
-    let (decided, decision) = crossbeam_channel::bounded(1);
-    let op = operation.clone();
-    match handle.write(move |s, d, w| {
-        // Decided again on the state of the moment: a message may have come since.
-        let _ = decided.send(op.apply(s, now, d, w));
-    }) {
-        Ok(()) => decision.try_recv().unwrap_or(Ok(())).map_err(Step::Refused),
-        Err(DriverError::Write(WriteError::NotLeader { .. })) => {
-            handle.request(operation).map_err(Step::Stopped)
-        }
-        Err(e) => Err(Step::Stopped(e)),
+    if mode == SyncMode::Leader {
+        return handle.request(operation).map_err(Step::Stopped);
     }
+    let (decided, decision) = crossbeam_channel::bounded(1);
+    handle
+        .write(move |s, d, w| {
+            // Decided again on the state of the moment: a message may have come since.
+            let _ = decided.send(operation.apply(s, now, d, w));
+        })
+        .map_err(Step::Stopped)?;
+    decision.try_recv().unwrap_or(Ok(())).map_err(Step::Refused)
 }

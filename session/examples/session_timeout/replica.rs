@@ -465,7 +465,7 @@ fn operate(
     status: &dyn Fn(&str) -> Result<Line, Error>,
 ) -> bool {
     let name = operation_name(&op);
-    let (why, stopped) = match glue::operate(handle, op, clock) {
+    let (why, stopped) = match glue::operate(handle, out.mode, op, clock) {
         Ok(()) => return true,
         Err(Step::Refused(refusal)) => (refusal.to_string(), false),
         Err(Step::Stopped(e)) => (e.to_string(), true),
