@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex};
 use replisync::{Clock, Config, SourceId, SyncMode, SystemClock};
 use replisync_files::Options;
 use replisync_session::{Operation, Phase, ResetCause, SessionConfig, SessionEvent, SessionState};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::glue::{self, Status, Step};
 
@@ -171,22 +171,44 @@ struct Out {
 
 /// One line of output, before it is printed.
 ///
-/// Every line has `id` (this replica's name), `event`, `at` (when, ms since the Unix
-/// epoch) and, as this replica saw the session then: `phase` (`STOPPED`, `IDLE`,
-/// `COUNTDOWN`, `WARN`, `EXPIRED`), `paused`, `role` (`leader` or `follower`; `peer`
-/// in distributed mode), `leader` (the leader's name, or null), `term` (the latest
-/// lease term known, or null), `remaining_ms`, `countdown_end_at`, `idle_start_at`
-/// (ms since the Unix epoch; null when no session runs) and `extends`. Some events add
-/// fields: `status` and `config_changed` the `config` (the settings in force), `reset`
-/// its `cause`, `extended` its `count`, `leader_lost` the `lost_term`, `refused` the
-/// `operation`, `from` and `error`, and `error` the `error` and the `input`.
-type Line = Map<String, Value>;
+/// Every line has, in this order, `id` (this replica's name), `event`, and what this
+/// replica saw at that moment: `phase` (`STOPPED`, `IDLE`, `COUNTDOWN`, `WARN`,
+/// `EXPIRED`), `role` (`leader` or `follower`; `peer` in distributed mode), `leader`
+/// (the leader's name, or null), `term` (the latest lease term known, or null),
+/// `remaining_ms`, `countdown_end_at` and `idle_start_at` (ms since the Unix epoch;
+/// null when no session runs), `paused`, `extends`, and `at` (when, ms since the Unix
+/// epoch). Some events add fields: `status` and `config_changed` the `config` (the
+/// settings in force), `reset` its `cause`, `extended` its `count`, `leader_lost` the
+/// `lost_term`, `refused` the `operation`, `from` and `error`, and `error` the `error`
+/// and the `input`.
+#[derive(Default)]
+struct Line(Vec<(&'static str, Value)>);
+
+impl Line {
+    /// Sets `key` (in place if it is there, last otherwise).
+    fn insert(&mut self, key: &'static str, value: Value) {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = value,
+            None => self.0.push((key, value)),
+        }
+    }
+
+    /// The JSON object, its fields in the order they were set.
+    fn to_json(&self) -> String {
+        let fields: Vec<String> = self
+            .0
+            .iter()
+            .map(|(key, value)| format!("{}:{value}", Value::from(*key)))
+            .collect();
+        format!("{{{}}}", fields.join(","))
+    }
+}
 
 impl Out {
     fn line(&self, event: &str, status: Option<&Status>) -> Line {
-        let mut line = Map::new();
-        line.insert("id".into(), json!(self.id));
-        line.insert("event".into(), json!(event));
+        let mut line = Line::default();
+        line.insert("id", json!(self.id));
+        line.insert("event", json!(event));
         if let Some(s) = status {
             let view = &s.view;
             let role = match (self.mode, s.leading) {
@@ -195,25 +217,25 @@ impl Out {
                 (_, None) => "follower",
             };
             for (key, value) in [
-                ("at", json!(s.now.wall_ms)),
                 ("phase", json!(view.phase.as_str())),
-                ("paused", json!(view.paused)),
                 ("role", json!(role)),
                 ("leader", json!(s.leader.map(name_of))),
                 ("term", json!(s.term)),
                 ("remaining_ms", json!(view.remaining_ms)),
                 ("countdown_end_at", json!(view.countdown_end_at)),
                 ("idle_start_at", json!(view.idle_start_at)),
+                ("paused", json!(view.paused)),
                 ("extends", json!(view.extends)),
+                ("at", json!(s.now.wall_ms)),
             ] {
-                line.insert(key.into(), value);
+                line.insert(key, value);
             }
         }
         line
     }
 
     fn print(&self, line: Line) {
-        let text = Value::Object(line).to_string();
+        let text = line.to_json();
         let mut out = self.stdout.lock().unwrap_or_else(|e| e.into_inner());
         let _ = writeln!(out, "{text}");
         let _ = out.flush();
@@ -262,7 +284,7 @@ impl Out {
         };
         let mut line = self.line(name, Some(status));
         for (key, value) in extra {
-            line.insert(key.into(), value);
+            line.insert(key, value);
         }
         self.print(line);
     }
@@ -429,7 +451,7 @@ fn run(args: &Args) -> Result<(), Error> {
             Ok(Command::Quit) => break,
             Ok(Command::Status) => {
                 let mut l = status("status")?;
-                l.insert("config".into(), serde_json::to_value(current)?);
+                l.insert("config", serde_json::to_value(current)?);
                 out.print(l);
             }
             Ok(Command::Operate(op)) => {
@@ -439,8 +461,8 @@ fn run(args: &Args) -> Result<(), Error> {
             }
             Err(why) => {
                 let mut l = status("error")?;
-                l.insert("error".into(), json!(why));
-                l.insert("input".into(), json!(line));
+                l.insert("error", json!(why));
+                l.insert("input", json!(line));
                 out.print(l);
             }
         }
@@ -471,8 +493,8 @@ fn operate(
         Err(Step::Stopped(e)) => (e.to_string(), true),
     };
     let mut line = status("refused").unwrap_or_else(|_| out.line("refused", None));
-    line.insert("operation".into(), json!(name));
-    line.insert("error".into(), json!(why));
+    line.insert("operation", json!(name));
+    line.insert("error", json!(why));
     out.print(line);
     !stopped
 }
