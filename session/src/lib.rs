@@ -55,6 +55,65 @@
 //! assert_eq!(view.remaining_ms, Some(60_000));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! ## The `session_timeout` example
+//!
+//! `cargo run --release --example session_timeout`, with no arguments, is the narrated
+//! demo: three replicas in one process on the in-process hub. With arguments it runs
+//! **one replica per process** on the file transport (`replisync-files`), the group
+//! being a directory that every process opens:
+//!
+//! ```text
+//! session_timeout --dir DIR --id NAME [--mode leader|distributed]
+//!                 [--idle-grace-ms N] [--countdown-ms N] [--warn-before-ms N]
+//! ```
+//!
+//! - `--id NAME`, 1 to 16 of `A-Z a-z 0-9 . _ -`, is the replica: its `SourceId` is the
+//!   name's bytes, big-endian in the 128 bits and padded with zeros. A process restarted
+//!   with the same name is the same replica, and every process can name any other.
+//! - `--mode leader` (the default) uses the directory's `flock` lease authority: exactly
+//!   one process leads and runs the timers; after its `kill -9` the OS frees its lock and
+//!   another takes over with a higher term, without moving a deadline. `--mode
+//!   distributed`: every process writes, and concurrent writes converge by stamp order.
+//! - A process that finds no session running starts one with the durations of its
+//!   command line (the service's defaults otherwise); one that finds a session joins it
+//!   and shows its deadlines as they are.
+//! - Commands on stdin, one a line: `activity`, `extend`, `expire`, `pause`, `resume`,
+//!   `start`, `stop`, `config KEY=VALUE ...` (the [`SessionConfig`] fields), `status`,
+//!   `quit` (also the end of input). Output: one JSON object a line, for every event
+//!   (`started`, `reset`, `countdown`, `warn`, `expired`, `extended`, `paused`,
+//!   `resumed`, `stopped`, `leader_gained`, `leader_lost`, `config_changed`, `refused`)
+//!   and every `status`, each with `id`, `event`, `phase`, `role` (`leader`, `follower`;
+//!   `peer` in distributed mode), `leader` (a name or null), `term`, `remaining_ms`,
+//!   `countdown_end_at`, `idle_start_at` (ms since the Unix epoch), `paused`, `extends`
+//!   and `at`. An unknown command or a bad value prints a line with an `error` field and
+//!   changes nothing; so does an operation the service refuses (`"event": "refused"`).
+//!   Bad arguments: a message on stderr and exit code 2.
+//!
+//! Two terminals on one directory; `bob`'s activity resets `alice`, the leader (lines
+//! cut after `idle_start_at`):
+//!
+//! ```text
+//! $ session_timeout --dir /tmp/s --id alice --idle-grace-ms 1000 --countdown-ms 60000 --warn-before-ms 10000
+//! {"id":"alice","event":"leader_gained","phase":"STOPPED","role":"leader","leader":"alice","term":1,"remaining_ms":null,"countdown_end_at":null,"idle_start_at":null, ...}
+//! {"id":"alice","event":"started","phase":"IDLE","role":"leader","leader":"alice","term":1,"remaining_ms":60999,"countdown_end_at":1796074011711,"idle_start_at":1796073950711, ...}
+//! {"id":"alice","event":"reset","phase":"IDLE","role":"leader","leader":"alice","term":1,"remaining_ms":61000,"countdown_end_at":1796074012410,"idle_start_at":1796073951410, ...,"cause":"activity"}
+//! {"id":"alice","event":"countdown","phase":"COUNTDOWN","role":"leader","leader":"alice","term":1,"remaining_ms":60000,"countdown_end_at":1796074012410,"idle_start_at":1796073951410, ...}
+//!
+//! $ session_timeout --dir /tmp/s --id bob
+//! {"id":"bob","event":"started","phase":"IDLE","role":"follower","leader":"alice","term":1,"remaining_ms":60801,"countdown_end_at":1796074011711,"idle_start_at":1796073950711, ...}
+//! activity
+//! {"id":"bob","event":"reset","phase":"IDLE","role":"follower","leader":"alice","term":1,"remaining_ms":60999,"countdown_end_at":1796074012410,"idle_start_at":1796073951410, ...,"cause":"activity"}
+//! config countdown_ms=soon
+//! {"id":"bob","event":"error","phase":"IDLE", ...,"error":"countdown_ms needs a whole number of milliseconds, not \"soon\"","input":"config countdown_ms=soon"}
+//! ```
+//!
+//! Both forms share the glue between the service and the native driver
+//! (`examples/session_timeout/glue.rs`). `tests/processes.rs` runs the second form as
+//! real processes: activity in a follower resets all three, `kill -9` of the leader
+//! keeps the deadlines and a successor leads with a higher term, a process started
+//! mid-countdown shows the same deadline, distributed mode converges after concurrent
+//! activity, and bad input changes nothing.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -4,10 +4,12 @@
 //! and fails, saying which, when one does not happen; its waits are bounds on real
 //! time, not measurements.
 
-// The example's `main` is not called here.
+// The example's `main` and its one-replica-per-process form are not called here.
 #[allow(dead_code)]
-#[path = "../examples/session_timeout.rs"]
-mod demo;
+#[path = "../examples/session_timeout/main.rs"]
+mod example;
+
+use example::demo;
 
 #[test]
 fn the_session_timeout_demo_runs_every_step_it_narrates() {

@@ -10,44 +10,34 @@
 //! what did not happen, if any step it narrates does not happen in time.
 //!
 //! On the native driver the service is the pure pieces of `replisync_session` put
-//! together by the application: a [`SessionWatch`] per replica turns the state into
-//! events, the leader applies requests with [`Operation::apply`] and records phase
-//! transitions with [`SessionState::write_transition`]. [`serve`] below is all of it.
+//! together by the application: `glue.rs` (shared with the one-process-per-replica
+//! form, `replica.rs`) is all of it.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use replisync::{
-    Clock, Config, Driver, DriverError, Event, Handle, Hub, LeaseConfig, MutexAuthority, Now,
-    Replica, SourceId, SystemClock, WriteError,
+    Clock, Config, Driver, Handle, Hub, LeaseConfig, MutexAuthority, Now, Replica, SourceId,
+    SyncMode, SystemClock,
 };
 use replisync_session::{
-    Operation, Phase, Refusal, ResetCause, SessionConfig, SessionEvent, SessionState, SessionWatch,
+    Operation, Phase, Refusal, ResetCause, SessionConfig, SessionEvent, SessionState,
 };
+
+use super::glue::{self, serve, Report, Step};
 
 type Error = Box<dyn std::error::Error>;
 
 /// How long the demo waits for any step before it gives up and fails.
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn main() -> Result<(), Error> {
-    run(&mut std::io::stdout().lock())
-}
-
 /// One replica as the demo's users see it.
 struct Tab {
     name: u128,
     handle: Handle<SessionState, Operation>,
     service: std::thread::JoinHandle<()>,
-}
-
-/// An event a replica's service reported, and when (ms since the demo began).
-struct Report {
-    name: u128,
-    at_ms: u64,
-    event: SessionEvent,
 }
 
 /// The demo's whole story, written to `out`. Fails, saying which step did not happen,
@@ -272,112 +262,9 @@ fn open_tab(
     })
 }
 
-/// The service of one replica on the native driver: after every event of the replica
-/// and at every phase boundary, report what changed; as the leader, apply the requests
-/// that arrive and record the phase transitions that fall due. Ends when the replica
-/// stops.
-fn serve(
-    name: u128,
-    handle: Handle<SessionState, Operation>,
-    events: Receiver<Event<Operation>>,
-    reports: Sender<Report>,
-    clock: SystemClock,
-) {
-    let mut watch = SessionWatch::new();
-    loop {
-        let now = clock.now();
-        let (Ok(state), Ok(leads), Ok(lease)) =
-            (handle.state(), handle.is_leader(), handle.lease())
-        else {
-            return; // the replica stopped
-        };
-        let leading = lease.filter(|_| leads).map(|l| l.term);
-        for event in watch.observe(&state, leading, now) {
-            let _ = reports.send(Report {
-                name,
-                at_ms: now.mono_ms,
-                event,
-            });
-        }
-        if leading.is_some() && state.transition_due(now).is_some() {
-            let recorded = handle.write(move |s, d, w| {
-                s.write_transition(now, d, w);
-            });
-            if recorded.is_ok() {
-                continue; // look again: the write is a change to report
-            }
-        }
-        let wait = state
-            .view(now)
-            .next_change_at
-            .map_or(1_000, |at| at.saturating_sub(now.wall_ms))
-            .min(1_000);
-        match events.recv_timeout(Duration::from_millis(wait)) {
-            Ok(Event::Request { from, request }) => {
-                apply(&handle, &reports, name, from, request, clock.now())
-            }
-            Ok(_) | Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
-        }
-    }
-}
-
-/// The leader applies a request: decided on its own state, written in one write.
-fn apply(
-    handle: &Handle<SessionState, Operation>,
-    reports: &Sender<Report>,
-    name: u128,
-    from: SourceId,
-    operation: Operation,
-    now: Now,
-) {
-    let (op, refused) = (operation.clone(), reports.clone());
-    let written = handle.write(move |s, d, w| {
-        if let Err(refusal) = op.apply(s, now, d, w) {
-            let _ = refused.send(Report {
-                name,
-                at_ms: now.mono_ms,
-                event: SessionEvent::Refused {
-                    from,
-                    operation: op,
-                    refusal,
-                },
-            });
-        }
-    });
-    if let Err(DriverError::Write(WriteError::NotLeader { .. })) = written {
-        // Leadership moved on meanwhile: pass it to the new leader.
-        let _ = handle.request(operation);
-    }
-}
-
-/// Why a user's operation did not go out.
-#[derive(Debug)]
-enum Step {
-    Refused(Refusal),
-    Stopped(DriverError),
-}
-
-impl std::fmt::Display for Step {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Step::Refused(r) => write!(f, "refused: {r}"),
-            Step::Stopped(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl std::error::Error for Step {}
-
-/// A user's operation at a replica: checked on what that replica sees (refused
-/// activity never costs a message), then sent as a request. It reaches the leader, or
-/// surfaces here at once when this replica leads.
+/// A user's operation at a demo replica.
 fn operate(tab: &Tab, operation: Operation, clock: SystemClock) -> Result<(), Step> {
-    let state = tab.handle.state().map_err(Step::Stopped)?;
-    operation
-        .check(&state, clock.now())
-        .map_err(Step::Refused)?;
-    tab.handle.request(operation).map_err(Step::Stopped)
+    glue::operate(&tab.handle, SyncMode::Leader, operation, clock)
 }
 
 fn tab(tabs: &[Tab], name: u128) -> &Tab {
