@@ -27,7 +27,7 @@ pub mod wire;
 
 use std::collections::{BTreeMap, VecDeque};
 
-use replisync::authority::LeaseArbiter;
+use replisync::authority::{AuthorityAnswer, LeaseArbiter};
 use replisync::{
     Codec, Config, DecodeError, Event, Faults, Lease, LeaseConfig, Lifecycle, Lww, LwwMap, Merge,
     NodeId, Now, Replica, SimNetwork, SourceId, Stamp, SyncMode,
@@ -635,7 +635,8 @@ impl World {
         hash_in(&mut self.trace, b"wake");
         // What the authority's adapter holds for the replica comes first: a loss of
         // its grant reported while it slept.
-        self.deliver_authority(Some(i))?;
+        self.deliver_authority(Some(i), true)?;
+        self.deliver_authority(Some(i), false)?;
         let now = self.now(i);
         if let Some(r) = self.nodes[i].replica.as_mut() {
             r.handle_timeout(now);
@@ -890,7 +891,7 @@ impl World {
                 self.check_leave_taken(i, &carried)?;
             }
         }
-        self.deliver_authority(None)?;
+        self.deliver_authority(None, false)?;
         for i in 0..self.nodes.len() {
             if self.timeout_of(i).is_some_and(|t| t <= self.time) {
                 let now = self.now(i);
@@ -907,9 +908,10 @@ impl World {
     }
 
     /// Delivers what is due on the authority's links (only to and from node `only`, if
-    /// given): requests reach the arbiter, answers reach awake replicas (a sleeping
+    /// given; only reports of lost grants, if `losses_only`, which a waking replica
+    /// hears before anything else): requests reach the arbiter, answers reach awake replicas (a sleeping
     /// one's wait for it to wake; a crashed one's were dropped).
-    fn deliver_authority(&mut self, only: Option<usize>) -> Check {
+    fn deliver_authority(&mut self, only: Option<usize>, losses_only: bool) -> Check {
         loop {
             let time = self.time;
             let nodes = &self.nodes;
@@ -919,6 +921,8 @@ impl World {
             let next = auth.pop_due(time, |n, flight| {
                 only.is_none_or(|o| o == n)
                     && (matches!(flight, Flight::Request(_)) || nodes[n].awake())
+                    && (!losses_only
+                        || matches!(flight, Flight::Answer(AuthorityAnswer::Lost { .. })))
             });
             let Some((i, run, flight)) = next else {
                 return Ok(());
