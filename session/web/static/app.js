@@ -16,7 +16,9 @@ if (!params.has('idleGraceMs') && !params.has('countdownMs') && !params.has('war
 
 await init();
 const session = await openSession(options);
+// For the console, and for the tests that drive the page.
 window.session = session;
+window.openSession = openSession;
 
 const short = (id) => (id ? id.slice(0, 8) : '—');
 const clock = (ms) => {
