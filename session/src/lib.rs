@@ -35,6 +35,15 @@
 //! no I/O. It builds for `wasm32-unknown-unknown`, where the browser form of the service
 //! reuses it.
 //!
+//! ## In browser tabs
+//!
+//! The browser form is the `replisync-session-web` crate (`session/web/`): the same
+//! pieces over the web transport's driver, a JavaScript API (`openSession`) and a page
+//! that shows the phase, the live countdown, the role and the term, with a button for
+//! each operation. `session/web/build-page` builds the page into `session/web/dist/`;
+//! serve that folder on `127.0.0.1` and open it in two tabs (its `README.md` has the
+//! details).
+//!
 //! ```
 //! use replisync::{Config, Now, SourceId};
 //! use replisync_session::{Phase, Session, SessionConfig};
