@@ -4,7 +4,6 @@
 //! function, a `TypeError` for an argument of the wrong type or value. An operation the
 //! service refuses throws an `Error` named `RefusedError` whose `refusal` says why.
 
-use std::cell::RefCell;
 use std::rc::Rc;
 
 use js_sys::{Function, Object, Promise, Reflect};
@@ -12,7 +11,7 @@ use replisync::{Config, SyncMode};
 use replisync_session::{
     Operation, Outcome, Refusal, ResetCause, SessionConfig, SessionError, SessionEvent, View,
 };
-use replisync_web::{OpenError, Options};
+use replisync_web::{JsListeners, OpenError, Options};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
@@ -102,37 +101,11 @@ const SETTINGS: [&str; 7] = [
     "maxExtendPerSession",
 ];
 
-#[derive(Default)]
-struct Hub {
-    listeners: RefCell<Vec<(u32, &'static str, Function)>>,
-    next: std::cell::Cell<u32>,
-}
-
-impl Hub {
-    fn emit(&self, kind: &'static str, detail: &JsValue) {
-        let listeners: Vec<Function> = self
-            .listeners
-            .borrow()
-            .iter()
-            .filter(|(_, k, _)| *k == kind)
-            .map(|(_, _, f)| f.clone())
-            .collect();
-        for f in listeners {
-            if let Err(e) = f.call1(&JsValue::UNDEFINED, detail) {
-                web_sys::console::error_2(
-                    &format!("replisync-session: a '{kind}' listener threw").into(),
-                    &e,
-                );
-            }
-        }
-    }
-}
-
 /// The session service in this tab, as JavaScript sees it. Made by `openSession`.
 #[wasm_bindgen]
 pub struct SessionTab {
     session: WebSession,
-    hub: Rc<Hub>,
+    listeners: Rc<JsListeners>,
 }
 
 /// Opens the session service in this tab (see `SessionOptions`); the promise rejects
@@ -194,22 +167,22 @@ impl SessionTab {
             .validate()
             .map_err(|e| type_error(&format!("openSession(options): {e}")))?;
         let session = WebSession::open(open).map_err(|e| open_error(&e))?;
-        let hub = Rc::new(Hub::default());
-        let listening = Rc::downgrade(&hub);
+        let listeners = JsListeners::new("replisync-session");
+        let listening = Rc::downgrade(&listeners);
         let seen = session.clone();
         session.subscribe(move |notice| {
-            let Some(hub) = listening.upgrade() else {
+            let Some(listeners) = listening.upgrade() else {
                 return;
             };
             match notice {
-                Notice::Session(event) => hub.emit("event", &event_detail(&seen, event)),
-                Notice::Changed => hub.emit("change", &JsValue::UNDEFINED),
+                Notice::Session(event) => listeners.emit("event", &event_detail(&seen, event)),
+                Notice::Changed => listeners.emit("change", &JsValue::UNDEFINED),
             }
         });
         session
             .adopt_config(settings)
             .map_err(|e| session_error(&e))?;
-        Ok(SessionTab { session, hub })
+        Ok(SessionTab { session, listeners })
     }
 
     /// This tab's replica id (a UUID).
@@ -310,23 +283,14 @@ impl SessionTab {
         let listener: Function = listener
             .dyn_into()
             .map_err(|_| type_error("on(type, listener): listener must be a function"))?;
-        let id = self.hub.next.get();
-        self.hub.next.set(id + 1);
-        self.hub.listeners.borrow_mut().push((id, kind, listener));
-        let hub = Rc::downgrade(&self.hub);
-        let unsubscribe = Closure::<dyn FnMut()>::new(move || {
-            if let Some(hub) = hub.upgrade() {
-                hub.listeners.borrow_mut().retain(|(l, _, _)| *l != id);
-            }
-        });
-        Ok(unsubscribe.into_js_value().unchecked_into())
+        Ok(self.listeners.subscribe(kind, listener))
     }
 
     /// Leaves the group: a leader hands the timers over at once. Resolves once the Web
     /// Lock is given back.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn close(&self) -> Promise {
-        self.hub.listeners.borrow_mut().clear();
+        self.listeners.clear();
         self.session.close()
     }
 

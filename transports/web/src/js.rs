@@ -6,7 +6,7 @@
 //! `NotLeaderError` (a write on a follower in leader mode: send a request instead),
 //! `GroupClosedError`, `WriteError`.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -16,7 +16,8 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
 use crate::{
-    ChannelChoice, GroupError, JsonMap, JsonText, OpenError, Options, StorageChoice, WebReplica,
+    ChannelChoice, GroupError, JsListeners, JsonMap, JsonText, OpenError, Options, StorageChoice,
+    WebReplica,
 };
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -73,10 +74,8 @@ export interface Group {
 const EVENT_TYPES: [&str; 5] = ["change", "leader", "request", "degraded", "peer"];
 
 /// Listeners and what they are told, shared with the replica's listener.
-#[derive(Default)]
 struct Hub {
-    listeners: RefCell<Vec<(u32, &'static str, Function)>>,
-    next: Cell<u32>,
+    listeners: Rc<JsListeners>,
     degraded: RefCell<Vec<JsValue>>,
     waiters: RefCell<Vec<(Function, Function)>>,
     stamps: RefCell<BTreeMap<String, Stamp>>,
@@ -84,23 +83,18 @@ struct Hub {
 }
 
 impl Hub {
-    fn emit(&self, kind: &'static str, detail: &JsValue) {
-        let listeners: Vec<Function> = self
-            .listeners
-            .borrow()
-            .iter()
-            .filter(|(_, k, _)| *k == kind)
-            .map(|(_, _, f)| f.clone())
-            .collect();
-        for f in listeners {
-            if let Err(e) = f.call1(&JsValue::UNDEFINED, detail) {
-                // A throwing listener must not stop the others, nor the replica.
-                web_sys::console::error_2(
-                    &format!("replisync: a '{kind}' listener threw").into(),
-                    &e,
-                );
-            }
+    fn new() -> Self {
+        Hub {
+            listeners: JsListeners::new("replisync"),
+            degraded: RefCell::default(),
+            waiters: RefCell::default(),
+            stamps: RefCell::default(),
+            last_leader: RefCell::default(),
         }
+    }
+
+    fn emit(&self, kind: &'static str, detail: &JsValue) {
+        self.listeners.emit(kind, detail);
     }
 
     fn settle_waiters(&self, outcome: Result<(), JsValue>) {
@@ -233,7 +227,7 @@ impl Group {
         let options = parse_options(options)?;
         let replica: WebReplica<JsonMap, JsonText> =
             WebReplica::open(options).map_err(|e| open_error(&e))?;
-        let hub = Rc::new(Hub::default());
+        let hub = Rc::new(Hub::new());
         let listening = hub.clone();
         replica.subscribe(move |event, group| listening.on_event(event, group));
         Ok(Group { replica, hub })
@@ -405,27 +399,13 @@ impl Group {
                 "the group is closed; open it again",
             ));
         }
-        let id = self.hub.next.get();
-        self.hub.next.set(id + 1);
-        self.hub
-            .listeners
-            .borrow_mut()
-            .push((id, kind, listener.clone()));
         if kind == "degraded" {
             let held: Vec<JsValue> = self.hub.degraded.borrow().clone();
             for detail in held {
-                if let Err(e) = listener.call1(&JsValue::UNDEFINED, &detail) {
-                    web_sys::console::error_2(&"replisync: a 'degraded' listener threw".into(), &e);
-                }
+                self.hub.listeners.call(kind, &listener, &detail);
             }
         }
-        let hub = Rc::downgrade(&self.hub);
-        let unsubscribe = Closure::<dyn FnMut()>::new(move || {
-            if let Some(hub) = hub.upgrade() {
-                hub.listeners.borrow_mut().retain(|(l, _, _)| *l != id);
-            }
-        });
-        Ok(unsubscribe.into_js_value().unchecked_into())
+        Ok(self.hub.listeners.subscribe(kind, listener))
     }
 
     /// Resolves once this tab leads (at once if it does). Rejects in distributed mode
@@ -464,7 +444,7 @@ impl Group {
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn close(&self) -> Promise {
         self.replica.close();
-        self.hub.listeners.borrow_mut().clear();
+        self.hub.listeners.clear();
         self.hub.settle_waiters(Err(named_error(
             "GroupClosedError",
             "the group was closed before this tab became leader",

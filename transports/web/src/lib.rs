@@ -32,6 +32,7 @@ mod driver;
 mod error;
 mod js;
 mod json;
+mod listeners;
 mod locks;
 pub mod names;
 pub mod store;
@@ -42,6 +43,7 @@ pub use driver::{Leadership, ListenerId, Options, WebReplica};
 pub use error::{GroupError, OpenError};
 pub use js::{open_group, Group};
 pub use json::{JsonMap, JsonText};
+pub use listeners::JsListeners;
 pub use store::{StorageChoice, StoreError, StoreKind, WebStore};
 
 #[cfg(test)]
