@@ -47,6 +47,28 @@ fn until_it_asks(r: &mut Replica<Session, Req>, from: u64) -> (u64, u64, u64) {
     panic!("no claim within 5 s");
 }
 
+/// B is granted a lock in `term` and leads; A starts and hears B's records. Returns A
+/// and the time.
+fn following_b_with_a_lock(term: u64) -> (Replica<Session, Req>, u64) {
+    let mut b = replica(B);
+    let (t0, ask, _) = until_it_asks(&mut b, 0);
+    b.handle_authority(
+        at(t0),
+        AuthorityAnswer::Granted {
+            ask: Some(ask),
+            term,
+            valid_ms: None,
+        },
+    );
+    assert!(b.is_leader());
+    let mut a = replica(A);
+    a.handle_timeout(at(t0));
+    for m in std::iter::from_fn(|| b.poll_transmit()) {
+        a.handle_message(at(t0), &m);
+    }
+    (a, t0)
+}
+
 #[test]
 fn a_replica_leads_only_once_granted_and_a_late_grant_counts_from_the_ask() {
     let mut r = replica(A);
@@ -138,21 +160,7 @@ fn renewals_answered_in_time_keep_the_lease_and_duplicates_are_harmless() {
 #[test]
 fn an_unasked_lock_grant_leads_at_once_and_a_loss_stops_it_at_once() {
     // A follows B, which leads term 1 by gossip records A has heard.
-    let mut b = replica(B);
-    let (t0, ask, _) = until_it_asks(&mut b, 0);
-    b.handle_authority(
-        at(t0),
-        AuthorityAnswer::Granted {
-            ask: Some(ask),
-            term: 1,
-            valid_ms: None,
-        },
-    );
-    let mut a = replica(A);
-    a.handle_timeout(at(t0));
-    for m in std::iter::from_fn(|| b.poll_transmit()) {
-        a.handle_message(at(t0), &m);
-    }
+    let (mut a, t0) = following_b_with_a_lock(1);
     assert_eq!(a.leader(), Some(B));
     // B's tab dies; the browser hands its lock to A's queued request: A leads at once,
     // in a newer term, with no wait for B's record to expire.
@@ -224,21 +232,7 @@ fn a_refusal_names_the_spent_term_and_the_next_claim_asks_a_newer_one() {
 
 #[test]
 fn a_grant_of_a_term_someone_else_recorded_moves_on_to_a_newer_term() {
-    let mut b = replica(B);
-    let (t0, ask, _) = until_it_asks(&mut b, 0);
-    b.handle_authority(
-        at(t0),
-        AuthorityAnswer::Granted {
-            ask: Some(ask),
-            term: 3,
-            valid_ms: None,
-        },
-    );
-    let mut a = replica(A);
-    a.handle_timeout(at(t0));
-    for m in std::iter::from_fn(|| b.poll_transmit()) {
-        a.handle_message(at(t0), &m);
-    }
+    let (mut a, t0) = following_b_with_a_lock(3);
     // A lock adapter hands A the lock with the term it last knew, older than B's.
     a.handle_authority(
         at(t0 + 1),
