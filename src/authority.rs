@@ -103,6 +103,16 @@ pub enum AuthorityAnswer {
     },
 }
 
+/// What [`LeaseArbiter::decide`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The answer for the replica that asked (`None` for a release).
+    pub answer: Option<AuthorityAnswer>,
+    /// The replica whose grant this decision ended, and the term it held: it must be
+    /// told with [`AuthorityAnswer::Lost`].
+    pub ended: Option<(SourceId, u64)>,
+}
+
 /// The decision of a timed compare-and-set lease authority, with no I/O: who holds
 /// which term until when. [`MutexAuthority`](crate::MutexAuthority) shares one behind a
 /// mutex; a simulator or a transport can reuse it.
@@ -157,7 +167,46 @@ impl LeaseArbiter {
 
     /// Decides `request` from `from` at `now_ms`; `None` for a release (no answer).
     /// Grants are timed: each lasts its `duration_ms` from `now_ms`.
+    ///
+    /// An adapter that can reach every replica should use [`LeaseArbiter::decide`],
+    /// which also says whose grant the decision ended.
     pub fn answer(
+        &mut self,
+        now_ms: u64,
+        from: SourceId,
+        request: &AuthorityRequest,
+    ) -> Option<AuthorityAnswer> {
+        self.decide(now_ms, from, request).answer
+    }
+
+    /// Decides `request` from `from` at `now_ms`, like [`LeaseArbiter::answer`], and
+    /// says whose grant the decision ended: when it grants the lease to `from` while
+    /// another replica was the last holder (its grant ran out, or it never released
+    /// it), that replica and its term are in [`Decision::ended`], and the adapter must
+    /// send it [`AuthorityAnswer::Lost`] (the contract of every adapter).
+    ///
+    /// ```
+    /// use replisync::authority::{AuthorityAnswer, AuthorityRequest, LeaseArbiter};
+    /// use replisync::SourceId;
+    ///
+    /// let (a, b) = (SourceId::from_u128(1), SourceId::from_u128(2));
+    /// let mut arbiter = LeaseArbiter::default();
+    /// let ask = |term| AuthorityRequest::Acquire { ask: 0, term, duration_ms: 100 };
+    /// assert_eq!(arbiter.decide(0, a, &ask(1)).ended, None);
+    /// // a's grant runs out unrenewed: b takes term 2, and a must hear it lost term 1.
+    /// let decision = arbiter.decide(100, b, &ask(2));
+    /// assert!(matches!(decision.answer, Some(AuthorityAnswer::Granted { term: 2, .. })));
+    /// assert_eq!(decision.ended, Some((a, 1)));
+    /// ```
+    pub fn decide(&mut self, now_ms: u64, from: SourceId, request: &AuthorityRequest) -> Decision {
+        let before = self.holder.map(|h| (h, self.term));
+        let answer = self.decide_answer(now_ms, from, request);
+        let granted = matches!(answer, Some(AuthorityAnswer::Granted { .. }));
+        let ended = before.filter(|(h, _)| granted && *h != from);
+        Decision { answer, ended }
+    }
+
+    fn decide_answer(
         &mut self,
         now_ms: u64,
         from: SourceId,

@@ -323,3 +323,180 @@ fn replicas_on_drivers_share_a_mutex_authority_and_hand_over_on_leave() {
     assert!(second > first);
     assert_eq!(authority.holder(), Some((ids[other], second)));
 }
+
+// Issue 15, defect 4: a duplicated grant arriving after `Lost` revived the leadership.
+#[test]
+fn a_grant_duplicated_past_its_loss_is_never_led_again() {
+    for valid_ms in [None, Some(300)] {
+        let mut a = replica(A);
+        let (t0, ask, term) = until_it_asks(&mut a, 0);
+        let grant = AuthorityAnswer::Granted {
+            ask: Some(ask),
+            term,
+            valid_ms,
+        };
+        a.handle_authority(at(t0), grant);
+        assert!(a.is_leader());
+        a.handle_authority(at(t0 + 5), AuthorityAnswer::Lost { term });
+        assert!(!a.is_leader());
+        let _ = events(&mut a);
+        // B is granted term 2 somewhere; then the duplicate of A's old grant arrives.
+        a.handle_authority(at(t0 + 10), grant);
+        assert!(!a.is_leader(), "{valid_ms:?}: a lost term came back");
+        assert!(
+            !events(&mut a)
+                .iter()
+                .any(|e| matches!(e, Event::LeadershipGained { .. })),
+            "{valid_ms:?}: no LeadershipGained for a term it lost"
+        );
+        // The same for a term it gave up itself (stepped down on a refusal).
+        a.handle_authority(
+            at(t0 + 20),
+            AuthorityAnswer::Granted {
+                ask: None,
+                term: 1,
+                valid_ms: None,
+            },
+        );
+        assert!(
+            !a.is_leader(),
+            "{valid_ms:?}: an unasked grant of a spent term"
+        );
+    }
+}
+
+// Issue 15, defect 5: a late refusal of an earlier ask deposed a valid holder.
+#[test]
+fn a_late_refusal_of_an_earlier_ask_does_not_depose_the_holder() {
+    let mut a = replica(A);
+    let (t0, first, term) = until_it_asks(&mut a, 0);
+    // No answer to the first ask: it asks again after a renew interval.
+    let mut second = None;
+    for t in t0 + 1..t0 + 500 {
+        a.handle_timeout(at(t));
+        if let Some(AuthorityRequest::Acquire {
+            ask, term: asked, ..
+        }) = requests(&mut a).pop()
+        {
+            assert_eq!(asked, term, "the same term: none was refused");
+            second = Some((t, ask));
+            break;
+        }
+    }
+    let (t1, second) = second.expect("a second ask");
+    a.handle_authority(
+        at(t1 + 1),
+        AuthorityAnswer::Granted {
+            ask: Some(second),
+            term,
+            valid_ms: Some(300),
+        },
+    );
+    assert!(a.is_leader());
+    let _ = events(&mut a);
+    // The refusal of the first ask, delayed on the way, arrives now.
+    a.handle_authority(
+        at(t1 + 2),
+        AuthorityAnswer::Refused {
+            ask: Some(first),
+            term: term - 1,
+            holder: Some(B),
+        },
+    );
+    assert!(
+        a.is_leader(),
+        "a refusal of an earlier ask says nothing of this grant"
+    );
+    assert!(!requests(&mut a)
+        .iter()
+        .any(|q| matches!(q, AuthorityRequest::Release { .. })));
+    // A refusal of a renewal asked since the grant began does depose it.
+    let mut renew = None;
+    for t in t1 + 2..t1 + 200 {
+        a.handle_timeout(at(t));
+        if let Some(AuthorityRequest::Renew { ask, .. }) = requests(&mut a).pop() {
+            renew = Some((t, ask));
+            break;
+        }
+    }
+    let (t2, renew) = renew.expect("a renewal");
+    a.handle_authority(
+        at(t2 + 1),
+        AuthorityAnswer::Refused {
+            ask: Some(renew),
+            term,
+            holder: Some(B),
+        },
+    );
+    assert!(
+        !a.is_leader(),
+        "a refusal of a renewal asked since deposes it"
+    );
+}
+
+// Issue 15, defect 6: a grant of a term above MAX_TERM was led by a replica that could
+// then write nothing.
+#[test]
+fn a_grant_of_a_term_no_write_can_carry_is_handed_back_not_led() {
+    let mut a = replica(A);
+    a.handle_timeout(at(0));
+    let _ = requests(&mut a);
+    let term = replisync::MAX_TERM + 1;
+    a.handle_authority(
+        at(1),
+        AuthorityAnswer::Granted {
+            ask: None,
+            term,
+            valid_ms: None,
+        },
+    );
+    assert!(!a.is_leader());
+    assert!(!events(&mut a)
+        .iter()
+        .any(|e| matches!(e, Event::LeadershipGained { .. })));
+    assert!(requests(&mut a).contains(&AuthorityRequest::Release { term }));
+}
+
+// Issue 15, "Also": the in-process authority never told a replaced holder it lost.
+#[test]
+fn the_mutex_authority_tells_a_replaced_holder_it_lost_the_lease() {
+    use replisync::Authority;
+    let clock = ManualClock::new(0, 0);
+    let mut at_a = MutexAuthority::new(clock.clone());
+    let mut at_b = at_a.clone();
+    let acquire = |term| AuthorityRequest::Acquire {
+        ask: 0,
+        term,
+        duration_ms: 300,
+    };
+    at_a.handle(A, acquire(1));
+    assert!(matches!(
+        at_a.answers().try_recv(),
+        Ok(AuthorityAnswer::Granted { term: 1, .. })
+    ));
+    // A's clock stopped (it slept); B is granted term 2 once A's grant ran out.
+    clock.advance(300);
+    at_b.handle(B, acquire(2));
+    assert!(matches!(
+        at_b.answers().try_recv(),
+        Ok(AuthorityAnswer::Granted { term: 2, .. })
+    ));
+    assert_eq!(
+        at_a.answers().try_recv(),
+        Ok(AuthorityAnswer::Lost { term: 1 })
+    );
+    // A replica fed that answer stops at once.
+    let mut r = replica(A);
+    let (t0, ask, term) = until_it_asks(&mut r, 0);
+    r.handle_authority(
+        at(t0),
+        AuthorityAnswer::Granted {
+            ask: Some(ask),
+            term,
+            valid_ms: Some(300),
+        },
+    );
+    assert!(r.is_leader());
+    r.handle_authority(at(t0 + 1), AuthorityAnswer::Lost { term });
+    assert!(!r.is_leader());
+}

@@ -1,5 +1,6 @@
 //! The native driver's side of a lease authority, and the in-process one.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -24,7 +25,10 @@ pub trait Authority: Send {
 
 /// The in-process authority: one [`LeaseArbiter`] behind a mutex, shared by clones and
 /// timed by the clock it is given. Each clone is one replica's link: it answers on
-/// its own channel, at once.
+/// its own channel, at once, and when it grants the lease to a replica while another
+/// was the last holder, it tells that one [`AuthorityAnswer::Lost`] on its link (so a
+/// holder whose clock stopped while it slept hears it lost the lease, as the
+/// [`Authority`] contract requires).
 ///
 /// ```
 /// use replisync::authority::{AuthorityAnswer, AuthorityRequest};
@@ -44,12 +48,21 @@ pub trait Authority: Send {
 /// at_b.handle(b, acquire(2));
 /// assert!(matches!(at_b.answers().recv(), Ok(AuthorityAnswer::Granted { term: 2, .. })), "expired");
 /// assert_eq!(at_b.holder(), Some((b, 2)));
+/// assert_eq!(at_a.answers().try_recv(), Ok(AuthorityAnswer::Lost { term: 1 }), "a is told");
 /// ```
 pub struct MutexAuthority {
-    arbiter: Arc<Mutex<LeaseArbiter>>,
+    shared: Arc<Mutex<Shared>>,
     clock: Arc<dyn Clock + Send + Sync>,
     tx: Sender<AuthorityAnswer>,
     rx: Receiver<AuthorityAnswer>,
+}
+
+/// What the links share: the arbiter, and each replica's link (its answer channel,
+/// learnt from its requests) to tell it of a loss.
+#[derive(Default)]
+struct Shared {
+    arbiter: LeaseArbiter,
+    links: HashMap<SourceId, Sender<AuthorityAnswer>>,
 }
 
 impl Clone for MutexAuthority {
@@ -57,7 +70,7 @@ impl Clone for MutexAuthority {
     fn clone(&self) -> Self {
         let (tx, rx) = crossbeam_channel::unbounded();
         MutexAuthority {
-            arbiter: Arc::clone(&self.arbiter),
+            shared: Arc::clone(&self.shared),
             clock: Arc::clone(&self.clock),
             tx,
             rx,
@@ -78,7 +91,7 @@ impl MutexAuthority {
     pub fn new(clock: impl Clock + Send + Sync + 'static) -> Self {
         let (tx, rx) = crossbeam_channel::unbounded();
         MutexAuthority {
-            arbiter: Arc::default(),
+            shared: Arc::default(),
             clock: Arc::new(clock),
             tx,
             rx,
@@ -88,9 +101,10 @@ impl MutexAuthority {
     /// The current holder and its term, if its grant has not run out.
     pub fn holder(&self) -> Option<(SourceId, u64)> {
         let now = self.clock.now().mono_ms;
-        self.arbiter
+        self.shared
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .arbiter
             .holder(now)
     }
 }
@@ -98,12 +112,16 @@ impl MutexAuthority {
 impl Authority for MutexAuthority {
     fn handle(&mut self, holder: SourceId, request: AuthorityRequest) {
         let now = self.clock.now().mono_ms;
-        let answer = self
-            .arbiter
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .answer(now, holder, &request);
-        if let Some(answer) = answer {
+        let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        shared.links.insert(holder, self.tx.clone());
+        let decision = shared.arbiter.decide(now, holder, &request);
+        if let Some((ended, term)) = decision.ended {
+            // A link whose replica is gone has no receiver left: nothing to tell.
+            if let Some(link) = shared.links.get(&ended) {
+                let _ = link.send(AuthorityAnswer::Lost { term });
+            }
+        }
+        if let Some(answer) = decision.answer {
             // The receiver lives in `self`: the send cannot fail.
             let _ = self.tx.send(answer);
         }

@@ -27,6 +27,13 @@ pub(super) struct AuthorityLink {
     /// The grant held: its term, and until when (local monotonic ms, a margin before
     /// the authority may grant it to anyone else; `u64::MAX` until lost).
     grant: Option<(u64, u64)>,
+    /// The highest term this replica gave up or was told it lost: a grant of it or of
+    /// an older term, arriving late or duplicated, is stale and never led.
+    spent: u64,
+    /// The first ask that may speak against the grant held: answers to asks before the
+    /// grant began (a delayed refusal of an earlier ask) are about an earlier state of
+    /// the authority and do not depose the holder.
+    live_from_ask: u64,
 }
 
 impl AuthorityLink {
@@ -53,12 +60,30 @@ impl AuthorityLink {
         });
     }
 
-    /// Gives up the grant of `term` (if it is the one held, forgets it).
+    /// Gives up the grant of `term` (if it is the one held, forgets it); the term is
+    /// spent for this replica.
     pub(super) fn release(&mut self, term: u64) {
         if self.grant.is_some_and(|(t, _)| t == term) {
             self.grant = None;
         }
+        self.spend(term);
         self.outbox.push_back(AuthorityRequest::Release { term });
+    }
+
+    /// `term` can never be led here again: it was given up, lost, or cannot be written.
+    pub(super) fn spend(&mut self, term: u64) {
+        self.spent = self.spent.max(term);
+    }
+
+    /// Whether a grant of `term` is stale: a term this replica gave up or lost.
+    pub(super) fn is_spent(&self, term: u64) -> bool {
+        term <= self.spent
+    }
+
+    /// Whether an answer to `ask` may speak against the grant held: it answers an ask
+    /// made since the grant began (an answer to no ask always may).
+    pub(super) fn is_current(&self, ask: Option<u64>) -> bool {
+        ask.is_none_or(|a| a >= self.live_from_ask)
     }
 
     /// Gives up whatever grant is held.
@@ -70,19 +95,28 @@ impl AuthorityLink {
 
     /// Holds `term` until `until_ms`, or longer if a grant already runs longer (each
     /// grant is a lower bound on how long the authority keeps it).
-    pub(super) fn hold(&mut self, term: u64, until_ms: u64) {
+    ///
+    /// A grant of a new term (not the one held) begins here: answers to asks made
+    /// before `ask`, the one it answers (or every ask so far, for an unasked grant),
+    /// no longer speak against it.
+    pub(super) fn hold(&mut self, term: u64, until_ms: u64, ask: Option<u64>) {
         let until = match self.grant {
             Some((t, u)) if t == term => u.max(until_ms),
-            _ => until_ms,
+            _ => {
+                self.live_from_ask = ask.map_or(self.next_ask, |a| a.saturating_add(1));
+                until_ms
+            }
         };
         self.grant = Some((term, until));
     }
 
-    /// Forgets the grant of `term`, which the authority says is gone.
+    /// Forgets the grant of `term`, which the authority says is gone: the term is
+    /// spent.
     pub(super) fn lost(&mut self, term: u64) {
         if self.grant.is_some_and(|(t, _)| t == term) {
             self.grant = None;
         }
+        self.spend(term);
     }
 
     /// Until when `term` is held (local monotonic ms), if it is.
@@ -146,8 +180,8 @@ mod tests {
     #[test]
     fn grants_only_lengthen_and_untimed_grants_need_no_renewal() {
         let mut link = AuthorityLink::default();
-        link.hold(2, 500);
-        link.hold(2, 400);
+        link.hold(2, 500, Some(0));
+        link.hold(2, 400, Some(1));
         assert_eq!(
             link.until(2),
             Some(500),
@@ -156,7 +190,7 @@ mod tests {
         assert_eq!(link.until(1), None);
         link.lost(1);
         assert_eq!(link.until(2), Some(500));
-        link.hold(3, u64::MAX);
+        link.hold(3, u64::MAX, None);
         link.renew(3, 100, 0);
         assert_eq!(link.poll(), None, "held until lost: nothing to renew");
         link.release_held();

@@ -127,8 +127,14 @@ impl<S: Bundle, R: Request> Replica<S, R> {
 
     /// When a follower may claim: once the lease is free (never held, released, or
     /// expired as observed here), after the join grace, and after a stagger of
-    /// `max_delay` per live peer with a lower id, so that without faults the lowest id
-    /// claims alone and the others hear its claim before their turn.
+    /// `max_delay` per live peer with a lower id that may claim by then, so that
+    /// without faults the lowest id claims alone and the others hear its claim before
+    /// their turn.
+    ///
+    /// A peer counts only if it may claim by then: first heard a join grace earlier,
+    /// or by the end of this replica's own join grace (replicas that start together
+    /// stagger among themselves). One that joined later is still listening and will
+    /// not claim, so waiting for it would only delay the hand-over.
     fn claim_at(&self) -> Option<u64> {
         let lease = self.state.lease.as_ref();
         let free_at = match lease {
@@ -136,18 +142,20 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             Some(l) if l.released => self.leadership.watch.changed_at_ms(),
             Some(_) => self.leadership.watch.free_at(lease)?,
         };
+        let base = free_at.max(self.leadership.joined_until);
         // The holder whose lease ran out does not count: it is likely the one gone.
         let holder = lease.map(|l| l.holder);
         let rank = self
             .peers
-            .ids()
+            .ids_heard_by(
+                base.saturating_sub(self.join_grace_ms())
+                    .max(self.leadership.joined_until),
+            )
             .filter(|id| *id < self.me && Some(*id) != holder)
             .count() as u64;
         let stagger = rank.saturating_mul(self.config.lease.max_delay_ms);
         Some(
-            free_at
-                .max(self.leadership.joined_until)
-                .saturating_add(stagger)
+            base.saturating_add(stagger)
                 .max(self.leadership.claim_retry_at),
         )
     }
@@ -253,15 +261,21 @@ impl<S: Bundle, R: Request> Replica<S, R> {
                     None => Some(u64::MAX),
                     Some(d) => asked.map(|a| a.at_ms.saturating_add(d.saturating_sub(margin))),
                 };
-                self.granted(term, until, asked.is_some_and(|a| a.renew), now);
+                self.granted(term, until, ask, asked.is_some_and(|a| a.renew), now);
             }
             AuthorityAnswer::Refused { ask, term, holder } => {
                 let asked = ask.and_then(|a| link.asked(a));
-                tracing::debug!(source = %self.me, term, ?holder, "authority refused");
+                // A refusal of an ask made before the grant held began (delayed, or
+                // duplicated) says nothing about that grant.
+                let current = link.is_current(ask);
+                tracing::debug!(source = %self.me, term, ?holder, current, "authority refused");
                 self.heard_term(term.min(MAX_TERM), now);
                 match self.leadership.leading {
                     Some(leading) => {
-                        if holder != Some(self.me) && asked.is_none_or(|a| a.term == leading) {
+                        if holder != Some(self.me)
+                            && current
+                            && asked.is_none_or(|a| a.term == leading)
+                        {
                             self.authority_gone(leading, now);
                         }
                     }
@@ -298,15 +312,35 @@ impl<S: Bundle, R: Request> Replica<S, R> {
 
     /// The authority granted `term` until `until` (local monotonic ms; `None` when the
     /// ask is not remembered, so the grant cannot be timed).
-    fn granted(&mut self, term: u64, until: Option<u64>, renewal: bool, now: Now) {
+    fn granted(
+        &mut self,
+        term: u64,
+        until: Option<u64>,
+        ask: Option<u64>,
+        renewal: bool,
+        now: Now,
+    ) {
         let duration_ms = self.config.lease.duration_ms;
         let next = self.next_term();
         let Some(link) = self.leadership.authority.as_mut() else {
             return;
         };
+        if link.is_spent(term) {
+            // A late or duplicated grant of a term this replica gave up or lost: the
+            // authority has moved on (another replica may hold a newer term).
+            tracing::debug!(source = %self.me, term, "stale grant ignored");
+            return;
+        }
+        if term > MAX_TERM {
+            // No write could carry it: leading it would hold the lock and do nothing.
+            tracing::warn!(source = %self.me, term, "granted a term above MAX_TERM; handed back");
+            link.release(term);
+            self.leadership.claim_retry_at = u64::MAX;
+            return;
+        }
         if self.leadership.leading == Some(term) {
             if let Some(until) = until {
-                link.hold(term, until);
+                link.hold(term, until, ask);
             }
             return;
         }
@@ -323,13 +357,13 @@ impl<S: Bundle, R: Request> Replica<S, R> {
                 let record = self.state.lease.filter(|l| l.holder != self.me);
                 if term < self.leadership.known_term || record.is_some_and(|l| l.term >= term) {
                     // The lease is ours but the term is spent: move it to a newer one.
-                    link.hold(term, until);
+                    link.hold(term, until, ask);
                     if next <= MAX_TERM {
                         link.acquire(next, duration_ms, now.mono_ms);
                     }
                     return;
                 }
-                link.hold(term, until);
+                link.hold(term, until, ask);
                 self.lead(term, now);
             }
             // Timed but unasked, or run out already: ask again at once.
@@ -362,6 +396,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         // it to run out (or, for a lock, forever).
         if let Some(link) = self.leadership.authority.as_mut() {
             link.release_held();
+            link.spend(term);
         }
         if self.leadership.leading.take().is_none() {
             return;

@@ -20,6 +20,8 @@ pub(crate) enum Admit {
 #[derive(Clone, Debug)]
 struct Peer {
     incarnation: u64,
+    /// When this run of the peer was first heard (local monotonic ms).
+    first_heard_ms: u64,
     last_heard_ms: u64,
     highest_seq: u64,
     /// Bit i set: seq `highest_seq - i` was received.
@@ -48,6 +50,7 @@ impl Peer {
     fn new(incarnation: u64, now_ms: u64) -> Self {
         Peer {
             incarnation,
+            first_heard_ms: now_ms,
             last_heard_ms: now_ms,
             highest_seq: 0,
             window: 0,
@@ -281,6 +284,15 @@ impl Peers {
     /// Peer ids, in order.
     pub fn ids(&self) -> impl Iterator<Item = SourceId> + '_ {
         self.peers.keys().copied()
+    }
+
+    /// The peers heard from since `heard_by_ms` at the latest (local monotonic ms):
+    /// those whose current run began no later than that.
+    pub fn ids_heard_by(&self, heard_by_ms: u64) -> impl Iterator<Item = SourceId> + '_ {
+        self.peers
+            .iter()
+            .filter(move |(_, p)| p.first_heard_ms <= heard_by_ms)
+            .map(|(id, _)| *id)
     }
 
     /// Whether `id` is a live peer.
