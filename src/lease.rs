@@ -46,7 +46,9 @@ pub struct Lease {
     pub holder: SourceId,
     /// Set by the holder's release: the lease is free for term + 1.
     pub released: bool,
-    /// How long the holder claims it for, in ms, as followers measure it locally.
+    /// How long the holder claims it for, in ms, as followers measure it locally (each
+    /// follower trusts it only within its own lease timings: see
+    /// [`LeaseWatch::trusted_duration_ms`]).
     pub duration_ms: u64,
 }
 
@@ -392,10 +394,23 @@ impl LeaseWatch {
         self.changed_at_ms
     }
 
+    /// When `lease` expires as observed here: its duration after it last changed, plus
+    /// the allowed delay. The duration a record states is trusted only within this
+    /// replica's own timings, from its renew deadline to its own duration: a record
+    /// from a corrupted or misconfigured peer cannot keep the group waiting longer than
+    /// this replica's configuration says (nor make it take over before a holder of the
+    /// same configuration has missed a renewal).
     fn expires_at(&self, lease: &Lease) -> u64 {
         self.changed_at_ms
-            .saturating_add(lease.duration_ms)
+            .saturating_add(self.trusted_duration_ms(lease))
             .saturating_add(self.config.max_delay_ms)
+    }
+
+    /// A record's duration, bounded by this replica's own timings (see `expires_at`).
+    pub fn trusted_duration_ms(&self, lease: &Lease) -> u64 {
+        lease
+            .duration_ms
+            .clamp(self.config.renew_deadline_ms, self.config.duration_ms)
     }
 
     /// Whether the lease is free to take at `now_ms`: never held, released, or expired

@@ -11,7 +11,7 @@ use super::{Replica, State};
 use crate::bundle::{Bundle, Request};
 use crate::stamp::{MAX_TERM, MAX_VERSION};
 use crate::wire::{Body, Envelope};
-use crate::{Merge, Now, Rejection, SourceId, SyncMode};
+use crate::{Lease, Merge, Now, Rejection, SourceId, SyncMode};
 
 /// The greatest sequence number (message, delta) a peer may send: 2^63 - 1, so that
 /// counting on from it never overflows.
@@ -52,6 +52,8 @@ pub enum Invalid {
     },
     /// A delta carrying a lease record (records travel in lease messages).
     LeaseInDelta,
+    /// A lease record's duration of 0 ms.
+    LeaseDuration(u64),
     /// A part number outside its full state's parts.
     Part {
         /// The part.
@@ -78,6 +80,7 @@ impl fmt::Display for Invalid {
                 "it carries a write or lease record of {source}, not of its sender"
             ),
             Invalid::LeaseInDelta => write!(f, "a delta carries a lease record"),
+            Invalid::LeaseDuration(d) => write!(f, "a lease record lasts {d} ms"),
             Invalid::Part { part, parts } => {
                 write!(f, "part {part} of {parts} is not a valid part number")
             }
@@ -86,6 +89,26 @@ impl fmt::Display for Invalid {
 }
 
 impl std::error::Error for Invalid {}
+
+/// A lease record's fields: a term the sender knows, a renew sequence number that
+/// can still count on, and a duration of at least 1 ms. (How long a follower waits on
+/// a record is bounded by its own configuration whatever the record says: see
+/// [`LeaseWatch`](crate::LeaseWatch).)
+fn validate_lease(lease: &Lease, envelope_term: u64) -> Result<(), Invalid> {
+    if lease.term > envelope_term {
+        return Err(Invalid::Term {
+            term: lease.term,
+            max: envelope_term,
+        });
+    }
+    if lease.renew_seq > MAX_SEQ {
+        return Err(Invalid::Sequence(lease.renew_seq));
+    }
+    if lease.duration_ms == 0 {
+        return Err(Invalid::LeaseDuration(lease.duration_ms));
+    }
+    Ok(())
+}
 
 impl<S: Bundle, R: Request> Replica<S, R> {
     /// Checks every field of `env` this replica will trust. Every term in a valid
@@ -128,12 +151,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
                         source: lease.holder,
                     }));
                 }
-                if lease.term > env.term {
-                    return Err(invalid(Invalid::Term {
-                        term: lease.term,
-                        max: env.term,
-                    }));
-                }
+                validate_lease(lease, env.term).map_err(invalid)?;
             }
             Body::FullSync {
                 dseq,
@@ -153,12 +171,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
                     }));
                 }
                 if let Some(lease) = &state.lease {
-                    if lease.term > env.term {
-                        return Err(invalid(Invalid::Term {
-                            term: lease.term,
-                            max: env.term,
-                        }));
-                    }
+                    validate_lease(lease, env.term).map_err(invalid)?;
                 }
                 self.validate_stamps(env, state, None, now)?;
             }
