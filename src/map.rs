@@ -152,6 +152,48 @@ impl<K: Ord, V> LwwMap<K, V> {
 }
 
 impl<K: Ord + Clone, V: Clone + Ord> LwwMap<K, V> {
+    /// Records the write of `key` = `value` into `delta`, the delta of a
+    /// [`Replica::write`](crate::Replica::write) being filled: several writes of one
+    /// map in one call add up, where assigning each `write_insert` to the delta would
+    /// keep only the last. Call it on the state, as every `write*` method.
+    ///
+    /// ```
+    /// use replisync::{Config, Lww, LwwMap, Merge, Now, Replica, SourceId};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Merge)]
+    /// struct Doc { notes: LwwMap<String, String> }
+    ///
+    /// let now = Now::new(1_700_000_000_000, 0);
+    /// let mut r: Replica<Doc> = Replica::new(Config::distributed(), SourceId::from_u128(1)).unwrap();
+    /// r.write(now, |s, d, w| {
+    ///     s.notes.write_insert_into(&mut d.notes, "a".into(), "one".into(), w);
+    ///     s.notes.write_insert_into(&mut d.notes, "b".into(), "two".into(), w);
+    /// })
+    /// .unwrap();
+    /// assert_eq!(r.state().notes.len(), 2);
+    /// ```
+    pub fn write_insert_into(
+        &self,
+        delta: &mut LwwMap<K, V>,
+        key: K,
+        value: V,
+        writer: &mut Writer<'_>,
+    ) {
+        let one = self.write_insert(key, value, writer);
+        let _ = delta.merge(&one);
+    }
+
+    /// Records the removal of `key` into `delta` (see [`LwwMap::write_insert_into`]).
+    pub fn write_remove_into<Q>(&self, delta: &mut LwwMap<K, V>, key: &Q, writer: &mut Writer<'_>)
+    where
+        K: Borrow<Q>,
+        Q: Ord + ToOwned<Owned = K> + ?Sized,
+    {
+        let one = self.write_remove(key, writer);
+        let _ = delta.merge(&one);
+    }
+
     /// Sets `key` to `value` and returns the delta to send.
     pub fn insert(&mut self, key: K, value: V, writer: &mut Writer<'_>) -> LwwMap<K, V> {
         let delta = self.write_insert(key, value, writer);

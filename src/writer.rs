@@ -43,6 +43,9 @@ pub struct Writer<'a> {
     wall_ms: u64,
     term: u64,
     error: Option<StampError>,
+    /// Every stamp this writer minted, in order: [`Replica::write`](crate::Replica::write)
+    /// checks that the delta holds exactly these.
+    minted: Vec<Stamp>,
 }
 
 impl<'a> Writer<'a> {
@@ -53,6 +56,7 @@ impl<'a> Writer<'a> {
             wall_ms,
             term: 0,
             error: None,
+            minted: Vec::new(),
         }
     }
 
@@ -85,6 +89,11 @@ impl<'a> Writer<'a> {
         self.error.as_ref()
     }
 
+    /// Every stamp this writer has minted so far, in order.
+    pub fn minted(&self) -> &[Stamp] {
+        &self.minted
+    }
+
     /// The stamp for a write to a register whose current stamp is `prev`: greater than
     /// `prev`, and in leader mode carrying exactly this writer's term.
     ///
@@ -101,7 +110,9 @@ impl<'a> Writer<'a> {
             Ok(version) => {
                 let updated_at = self.hlc.now(self.wall_ms).max(prev.updated_at);
                 self.hlc.restore(updated_at);
-                Stamp::new(version, updated_at, self.source)
+                let stamp = Stamp::new(version, updated_at, self.source);
+                self.minted.push(stamp);
+                stamp
             }
             Err(e) => {
                 self.error = Some(e);

@@ -416,7 +416,7 @@ where
                 }
             }
         }
-        if let Some(persist) = self.replica.poll_persist() {
+        while let Some(persist) = self.replica.poll_persist() {
             if let Some(store) = self.store.as_mut() {
                 match store.persist(&persist) {
                     Ok(()) => self.save_failing = false,

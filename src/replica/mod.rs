@@ -71,6 +71,23 @@ pub enum WriteError {
     Encode(DecodeError),
     /// The write could not be stamped (see [`StampError`]).
     Stamp(StampError),
+    /// The delta holds stamps this write did not mint: registers copied from the state
+    /// (`d.notes = s.notes.clone()`) or from another delta. Peers would reject such a
+    /// delta as carrying another replica's writes; put into the delta only what the
+    /// `write*` methods return.
+    NotMinted {
+        /// How many of the delta's stamps were not minted by this write.
+        count: usize,
+    },
+    /// Writes of this call are missing from the delta: a later write to the same field
+    /// replaced an earlier one (`d.notes = s.notes.write_insert(a, ..); d.notes =
+    /// s.notes.write_insert(b, ..)` keeps only `b`). Record each write into the delta
+    /// instead: [`LwwMap::write_insert_into`](crate::LwwMap::write_insert_into), or
+    /// merge the second delta into the first.
+    Dropped {
+        /// How many minted stamps are not in the delta.
+        count: usize,
+    },
 }
 
 impl core::fmt::Display for WriteError {
@@ -87,6 +104,17 @@ impl core::fmt::Display for WriteError {
             WriteError::Left => write!(f, "the replica has left; create a new one"),
             WriteError::Encode(e) => write!(f, "the write cannot be sent or stored: {e}"),
             WriteError::Stamp(e) => write!(f, "the write cannot be stamped: {e}"),
+            WriteError::NotMinted { count } => write!(
+                f,
+                "the delta holds {count} stamp(s) this write did not mint (a register copied \
+                 from the state?); put into the delta only what the write methods return"
+            ),
+            WriteError::Dropped { count } => write!(
+                f,
+                "{count} write(s) of this call are missing from the delta: a later write to the \
+                 same field replaced an earlier one; record each write into the delta \
+                 (LwwMap::write_insert_into, or merge the deltas)"
+            ),
         }
     }
 }
@@ -377,9 +405,16 @@ impl<S: Bundle, R: Request> Replica<S, R> {
 
     /// Writes: `f` gets the current state, an empty delta to fill, and a [`Writer`]; it
     /// sets the delta's registers it writes to what their `write*` methods return, as
-    /// in `|s, d, w| d.title = s.title.write(v, w)`. The delta is merged here,
-    /// persisted and sent (at once, or coalesced for `flush_interval_ms`). Starting
-    /// from the empty bundle, a delta can only hold what was written.
+    /// in `|s, d, w| d.title = s.title.write(v, w)`, or records several writes of one
+    /// map into the delta, as in `s.notes.write_insert_into(&mut d.notes, k, v, w)`.
+    /// The delta is merged here, persisted and sent (at once, or coalesced for
+    /// `flush_interval_ms`).
+    ///
+    /// The delta must hold exactly the stamps this call's writer minted: a register
+    /// copied from the state, or a write replaced by a later one to the same field, is
+    /// refused ([`WriteError::NotMinted`], [`WriteError::Dropped`]) rather than sent
+    /// to peers that would reject it or lost without a word. Call the `write*` methods
+    /// on the state `s` (they stamp past its current stamps), never on the delta.
     ///
     /// In leader mode every write carries exactly the term this replica leads: a leader
     /// that has heard of a newer term has stopped leading, and its writes are refused.
@@ -391,7 +426,8 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     /// [request](Replica::request) instead), [`WriteError::Left`] after leaving,
     /// [`WriteError::Encode`] when the delta cannot be encoded with the wire or store
     /// codec (or holds a register too large for one message), [`WriteError::Stamp`]
-    /// when a register's versions are used up.
+    /// when a register's versions are used up, [`WriteError::NotMinted`] and
+    /// [`WriteError::Dropped`] when the delta does not hold exactly this call's writes.
     pub fn write(
         &mut self,
         now: Now,
@@ -441,6 +477,7 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             }
             Some(e) => return Err(WriteError::Stamp(e)),
         }
+        check_minted(&app, writer.minted())?;
         let delta = State { lease: None, app };
         if let Err(e) = self
             .fit(&delta)
@@ -459,22 +496,31 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     ///
     /// # Errors
     ///
-    /// [`WriteError::Left`] after leaving.
+    /// [`WriteError::Left`] after leaving; [`WriteError::Encode`] when the request
+    /// must travel to a leader (leader mode, on a replica that does not lead) and
+    /// cannot be encoded, or does not fit in one message
+    /// ([`Config::max_message_bytes`], error [`DecodeError::TooLarge`]). A refused
+    /// request is neither sent nor queued.
     pub fn request(&mut self, now: Now, request: R) -> Result<(), WriteError> {
         if self.left {
             return Err(WriteError::Left);
         }
         self.observe_input_time(now);
-        if self.config.mode == SyncMode::Distributed || self.leadership.leading.is_some() {
-            self.events.push_back(Event::Request {
-                from: self.me,
-                request,
-            });
-        } else {
-            self.forward_request(request, now);
-        }
+        let result =
+            if self.config.mode == SyncMode::Distributed || self.leadership.leading.is_some() {
+                self.events.push_back(Event::Request {
+                    from: self.me,
+                    request,
+                });
+                Ok(())
+            } else {
+                // It travels (now, or once a leader is known): it must fit a message.
+                self.check_request_fits(&request)
+                    .map(|()| self.forward_request(request, now))
+                    .map_err(WriteError::Encode)
+            };
         self.run_due(now);
-        Ok(())
+        result
     }
 
     /// Bytes received from the transport. Whatever they hold, they are merged whole or
@@ -648,5 +694,45 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             .renew_interval_ms
             .max(self.config.heartbeat_interval_ms)
             .saturating_add(lease.max_delay_ms)
+    }
+}
+
+/// Checks that `delta` holds exactly the stamps in `minted` (as multisets): nothing
+/// copied from elsewhere, nothing minted and then replaced.
+fn check_minted<S: crate::Merge>(delta: &S, minted: &[crate::Stamp]) -> Result<(), WriteError> {
+    let mut held = Vec::with_capacity(minted.len());
+    delta.visit_stamps(&mut |stamp| held.push(*stamp));
+    let mut minted = minted.to_vec();
+    held.sort_unstable();
+    minted.sort_unstable();
+    if held == minted {
+        return Ok(());
+    }
+    // Count both differences by walking the two sorted lists.
+    let (mut i, mut j, mut foreign, mut dropped) = (0, 0, 0, 0);
+    while i < held.len() || j < minted.len() {
+        match (held.get(i), minted.get(j)) {
+            (Some(h), Some(m)) if h == m => {
+                i += 1;
+                j += 1;
+            }
+            (Some(h), Some(m)) if h < m => {
+                foreign += 1;
+                i += 1;
+            }
+            (Some(_), None) => {
+                foreign += 1;
+                i += 1;
+            }
+            _ => {
+                dropped += 1;
+                j += 1;
+            }
+        }
+    }
+    if foreign > 0 {
+        Err(WriteError::NotMinted { count: foreign })
+    } else {
+        Err(WriteError::Dropped { count: dropped })
     }
 }

@@ -296,6 +296,14 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     /// and dropped).
     pub(super) fn push_encoded(&mut self, (kind, encoded): Encoded) {
         match encoded {
+            Ok(bytes) if bytes.len() > self.config.max_message_bytes => {
+                // Never sent: every peer would reject it. Deltas and full states are
+                // split before they get here; what still does not fit is reported.
+                self.unsendable(DecodeError::TooLarge {
+                    len: bytes.len(),
+                    max: self.config.max_message_bytes,
+                });
+            }
             Ok(bytes) => {
                 tracing::trace!(source = %self.me, kind, len = bytes.len(), "send");
                 self.stats.messages_out += 1;

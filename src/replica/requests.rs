@@ -3,10 +3,11 @@
 
 use std::collections::VecDeque;
 
+use super::validate::MAX_SEQ;
 use super::Replica;
 use crate::bundle::{Bundle, Request};
 use crate::wire::Body;
-use crate::{Event, Now, SourceId, SyncMode};
+use crate::{DecodeError, Event, Now, SourceId, SyncMode};
 
 /// How many requests wait for a leader at most; beyond, the oldest are dropped
 /// (and counted), so a group that never elects one cannot grow a replica without bound.
@@ -47,6 +48,29 @@ impl<R> RequestQueue<R> {
 }
 
 impl<S: Bundle, R: Request> Replica<S, R> {
+    /// Whether `request` fits in one message wherever it may travel: encoded in the
+    /// largest envelope it can take (the highest sequence number and time, addressed,
+    /// passed on the most times), within [`Config::max_message_bytes`](crate::Config).
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::TooLarge`] when it does not fit, or the codec's error when it
+    /// cannot be encoded at all.
+    pub(super) fn check_request_fits(&self, request: &R) -> Result<(), DecodeError> {
+        let body = Body::Request {
+            to: Some(self.me),
+            hops: MAX_REQUEST_HOPS,
+            request,
+        };
+        let (_, encoded) = self.encode(MAX_SEQ, u64::MAX, body);
+        let len = encoded?.len();
+        let max = self.config.max_message_bytes;
+        if len > max {
+            return Err(DecodeError::TooLarge { len, max });
+        }
+        Ok(())
+    }
+
     /// A request made here, by a replica that does not lead: to the leader if one is
     /// known, else queued until one is.
     pub(super) fn forward_request(&mut self, request: R, now: Now) {
