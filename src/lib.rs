@@ -168,6 +168,7 @@ mod bundle;
 mod clock;
 mod config;
 mod event;
+pub mod format;
 mod hlc;
 mod lease;
 mod lww;
