@@ -269,6 +269,11 @@ impl Codec {
         Ok(bytes)
     }
 
+    /// Whether these bytes are a frame whose integrity check holds.
+    pub(crate) fn frame_checks(self, bytes: &[u8]) -> bool {
+        matches!(self.unframe(bytes), Frame::Checked(_))
+    }
+
     fn unframe(self, bytes: &[u8]) -> Frame<'_> {
         let (body, trailer) = match self {
             Codec::Json if bytes.len() >= 9 => bytes.split_at(bytes.len() - 9),
@@ -317,6 +322,20 @@ impl Codec {
         schema_of: impl Fn(&T) -> u16,
     ) -> Result<T, DecodeError> {
         self.decode_framed(bytes, usize::MAX, OLDEST_STORE_SCHEMA, schema_of)
+    }
+
+    /// Decodes one record of a store log: unlike a whole store, which may predate the
+    /// integrity check, a record must pass it (failing it, it is corrupt, whatever
+    /// schema its damaged bytes seem to name).
+    pub(crate) fn decode_store_record<T: DeserializeOwned>(
+        self,
+        bytes: &[u8],
+        schema_of: impl Fn(&T) -> u16,
+    ) -> Result<T, DecodeError> {
+        if !self.frame_checks(bytes) {
+            return Err(DecodeError::Corrupt { codec: self });
+        }
+        self.decode_store(bytes, schema_of)
     }
 
     fn decode_framed<T: DeserializeOwned>(
