@@ -30,6 +30,9 @@
 //! - JSON: the JSON text, then a newline and the CRC as 8 lowercase hex digits (the
 //!   text stays readable; a JavaScript peer strips the last 9 bytes).
 //!
+//! A store wraps each frame in a record of its log: see
+//! [`Persist`](crate::Persist#store-record-format) for the record format.
+//!
 //! Schema 1 (before the integrity check) is still read from stores, which migrate to
 //! schema 2 on their next write; messages must be schema 2.
 

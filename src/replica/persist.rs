@@ -6,16 +6,12 @@
 //! whatever the order). A small write into a large state appends a few bytes; once the
 //! appended deltas outgrow the base ([`COMPACT_FACTOR`]), the next persist compacts.
 //!
-//! Record layout, per store codec:
-//!
-//! - binary: the record's length as 4 bytes little-endian, then the framed record (the
-//!   postcard bytes and their CRC-32);
-//! - JSON: the framed record (the JSON text, a newline, 8 hex digits of its CRC-32),
-//!   then a newline: two lines a record, readable with a text editor.
+//! The record layout is documented on [`Persist`] (public, for recovery tools).
 //!
 //! A last record cut short (the process died while appending) is dropped and reported;
-//! the next persist compacts it away. Any other unreadable record makes the whole store
-//! unreadable: it is reported and never overwritten.
+//! the next persist compacts it away. Any other record that is not whole and checked
+//! (a damaged length, header or line break, or a whole record failing its check) makes
+//! the whole store unreadable: it is reported and never overwritten.
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +34,59 @@ pub(crate) struct Stored<St> {
 }
 
 /// What a replica asks of its store, from [`Replica::poll_persist`](crate::Replica::poll_persist).
+///
+/// A store keeps a **log**: the bytes of every `Persist` applied in order (see
+/// [`Persist::apply_to`]). [`Replica::restore`](crate::Replica::restore) reads it back.
+///
+/// # Store record format
+///
+/// A log is a sequence of records, each a whole state (merging them in order restores
+/// the state). A compaction's bytes start with a base record (the whole state) and may
+/// be followed by delta records; an append's bytes are one or more delta records. Each
+/// record holds one `Stored` value, a struct with, in this order: `schema` (u16, 2
+/// today), `updated_at` (u64, milliseconds of the writer's hybrid clock), `source` (the
+/// writer's UUID) and `state` (the bundle, with its lease record). Its bytes are
+/// *framed*: the encoded value, then a CRC-32 (IEEE, as zlib computes it) of those
+/// bytes. Per store codec ([`Config::store_codec`](crate::Config::store_codec)):
+///
+/// **Binary** (record format 2). A 16-byte header, then the frame:
+///
+/// | offset | size | content |
+/// |---|---|---|
+/// | 0 | 4 | `08 00 00 00` |
+/// | 4 | 2 | `rs` (`72 73`) |
+/// | 6 | 1 | `02`: the record format |
+/// | 7 | 1 | `B` (`42`): the first record of a compaction, or `D` (`44`): a delta |
+/// | 8 | 4 | `n`, the frame's length, u32 little-endian (at least 4) |
+/// | 12 | 4 | CRC-32 of bytes 0–11, u32 little-endian |
+/// | 16 | `n` | the frame: the postcard bytes of the record, then their CRC-32, u32 little-endian |
+///
+/// **JSON**. Two lines a record, readable in a text editor: the record as compact JSON
+/// (which holds no raw newline or other control character), a newline (`0a`), its
+/// CRC-32 as 8 lowercase hex digits, a newline.
+///
+/// **Reading.** A record is whole when all its bytes are there; a whole record must pass
+/// every check (binary: the header's CRC, then the frame's; JSON: the second newline
+/// exactly 9 bytes after the first, then the CRC). Only the log's **last** record may be
+/// *cut short* (the process died while appending it), and only if what is there is a
+/// strict prefix of a record: binary, a prefix of the header's constant part and kind,
+/// or a whole header that passes its check followed by fewer than `n` bytes (whose
+/// trailing CRC bytes, where present, match the postcard bytes); JSON, a prefix of the
+/// JSON text (from its `{`, with no control character), or the whole JSON text, its
+/// newline and a prefix of its CRC digits, with no final newline. Such a record is
+/// dropped, reported as [`Degradation::StoreRecordDropped`](crate::Degradation::StoreRecordDropped),
+/// and the next persist rewrites the log. The first record is never dropped. Anything
+/// else (a header, length or line break that fails its check, a whole record whose CRC
+/// fails, a record of a newer schema) leaves the store unread: restore fails with
+/// [`Degradation::StoreUnreadable`](crate::Degradation::StoreUnreadable), and the
+/// replica never persists over it.
+///
+/// **Older stores** still load, and the next persist rewrites them in the current
+/// format: binary logs of record format 1 (each record a u32 little-endian length, then
+/// the frame; such a length is never 8, so the two formats are told apart by their first
+/// bytes), and stores written before logs (one state, framed, or unframed at schema 1).
+/// A build that reads only record format 1 takes a record of format 2 for a record of a
+/// newer schema, and so keeps the store rather than misreading it.
 ///
 /// ```
 /// use replisync::Persist;
@@ -621,6 +670,82 @@ mod tests {
             log.extend(framed(codec, 3));
             log[at] ^= 0x01;
             assert!(load::<u32>(codec, &log).is_err(), "{codec}");
+        }
+    }
+
+    /// A record of the previous binary format (record format 1): a bare length.
+    fn old_framed(state: u32) -> Vec<u8> {
+        let framed = framed(Codec::Binary, state)[HEADER..].to_vec();
+        let mut r = (framed.len() as u32).to_le_bytes().to_vec();
+        r.extend(framed);
+        r
+    }
+
+    fn states(loaded: &Loaded<u32>) -> Vec<u32> {
+        loaded.states.iter().map(|s| s.state).collect()
+    }
+
+    #[test]
+    fn a_whole_last_record_failing_its_check_is_damage_not_a_cut() {
+        for codec in [Codec::Json, Codec::Binary] {
+            let mut log = framed(codec, 1);
+            log.extend(framed(codec, 2));
+            let end = log.len();
+            // A byte of the last record's encoded value (the JSON text, or the postcard
+            // bytes after the header), and of its check.
+            let at = if codec == Codec::Json {
+                end - 30
+            } else {
+                end - 6
+            };
+            for at in [at, end - 2] {
+                let mut damaged = log.clone();
+                damaged[at] ^= 0x04;
+                assert_eq!(
+                    load::<u32>(codec, &damaged).err(),
+                    Some(DecodeError::Corrupt { codec }),
+                    "{codec}: byte {at}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn logs_of_both_binary_formats_read_in_either_order_and_ask_for_a_rewrite() {
+        let new = |s| framed(Codec::Binary, s);
+        let old_then_new = [old_framed(1), old_framed(2), new(3)].concat();
+        let new_then_old = [new(1), new(2), old_framed(3)].concat();
+        for log in [old_then_new, new_then_old] {
+            let loaded: Loaded<u32> = load(Codec::Binary, &log).unwrap();
+            assert_eq!(states(&loaded), [1, 2, 3]);
+            assert!(loaded.rewrite, "the next persist writes the current format");
+        }
+        let current: Loaded<u32> = load(Codec::Binary, &[new(1), new(2)].concat()).unwrap();
+        assert!(!current.rewrite);
+        // An old record cut short is a tail only before any current-format record.
+        let old = old_framed(2);
+        let torn: Loaded<u32> =
+            load(Codec::Binary, &[old_framed(1), old[..20].to_vec()].concat()).unwrap();
+        assert!(torn.torn);
+        assert!(load::<u32>(Codec::Binary, &[new(1), old[..20].to_vec()].concat()).is_err());
+        // An old record whose length was damaged, with whole records after it.
+        let mut damaged = [old_framed(1), old_framed(2), old_framed(3)].concat();
+        let second = old_framed(1).len();
+        damaged[second + 2] ^= 0x01;
+        assert!(load::<u32>(Codec::Binary, &damaged).is_err());
+    }
+
+    #[test]
+    fn a_reader_of_the_previous_binary_format_takes_a_current_record_for_a_newer_schema() {
+        // That reader splits a 4-byte length (8) and an 8-byte frame off the front,
+        // and, failing it, tries the whole log as one state.
+        let log = [framed(Codec::Binary, 1), framed(Codec::Binary, 2)].concat();
+        assert_eq!(&log[..4], &8u32.to_le_bytes());
+        for bytes in [&log[4..12], &log[..]] {
+            let err = Codec::Binary
+                .decode_store::<Stored<u32>>(bytes, |s| s.schema)
+                .unwrap_err();
+            assert!(matches!(err, DecodeError::SchemaTooNew { .. }), "{err:?}");
         }
     }
 
