@@ -122,8 +122,10 @@ pub enum Degradation {
     Transport(String),
     /// The store could not be loaded or saved, from a driver.
     Store(String),
-    /// The store's last record was cut short (the process died while appending it):
-    /// it was dropped, and the next persist rewrites the store without it.
+    /// The store's last record was cut short (the process died while appending it:
+    /// what is there is a strict prefix of a record, see [`Persist`](crate::Persist)): it
+    /// was dropped, and the next persist rewrites the store without it. A record that is
+    /// damaged rather than cut short is [`Degradation::StoreUnreadable`].
     StoreRecordDropped,
     /// The state could not be encoded with the store codec, so it was not persisted
     /// (a map with non-string keys under JSON, say). Reported when persisting starts

@@ -30,6 +30,9 @@
 //! - JSON: the JSON text, then a newline and the CRC as 8 lowercase hex digits (the
 //!   text stays readable; a JavaScript peer strips the last 9 bytes).
 //!
+//! A store wraps each frame in a record of its log: see
+//! [`Persist`](crate::Persist#store-record-format) for the record format.
+//!
 //! Schema 1 (before the integrity check) is still read from stores, which migrate to
 //! schema 2 on their next write; messages must be schema 2.
 
@@ -269,6 +272,11 @@ impl Codec {
         Ok(bytes)
     }
 
+    /// Whether these bytes are a frame whose integrity check holds.
+    pub(crate) fn frame_checks(self, bytes: &[u8]) -> bool {
+        matches!(self.unframe(bytes), Frame::Checked(_))
+    }
+
     fn unframe(self, bytes: &[u8]) -> Frame<'_> {
         let (body, trailer) = match self {
             Codec::Json if bytes.len() >= 9 => bytes.split_at(bytes.len() - 9),
@@ -317,6 +325,20 @@ impl Codec {
         schema_of: impl Fn(&T) -> u16,
     ) -> Result<T, DecodeError> {
         self.decode_framed(bytes, usize::MAX, OLDEST_STORE_SCHEMA, schema_of)
+    }
+
+    /// Decodes one record of a store log: unlike a whole store, which may predate the
+    /// integrity check, a record must pass it (failing it, it is corrupt, whatever
+    /// schema its damaged bytes seem to name).
+    pub(crate) fn decode_store_record<T: DeserializeOwned>(
+        self,
+        bytes: &[u8],
+        schema_of: impl Fn(&T) -> u16,
+    ) -> Result<T, DecodeError> {
+        if !self.frame_checks(bytes) {
+            return Err(DecodeError::Corrupt { codec: self });
+        }
+        self.decode_store(bytes, schema_of)
     }
 
     fn decode_framed<T: DeserializeOwned>(

@@ -274,16 +274,19 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     /// [`Replica::poll_persist`], applied in order: the store's log), merging it into
     /// the current state. A store is not bound by [`Config::max_message_bytes`].
     ///
-    /// A last record cut short (the process died while appending it) is dropped with a
-    /// [`Degradation::StoreRecordDropped`] event, and the next persist rewrites the
-    /// store without it.
+    /// A last record cut short (the process died while appending it: what is there is
+    /// a strict prefix of a record) is dropped with a [`Degradation::StoreRecordDropped`]
+    /// event, and the next persist rewrites the store without it. The record format,
+    /// and exactly what counts as cut short, is documented on [`Persist`].
     ///
     /// # Errors
     ///
-    /// A record fails its integrity check (other than a last one cut short), is of a
-    /// newer schema, is malformed, or holds a version or term out of range. Then
-    /// nothing is applied, a [`Degradation::StoreUnreadable`] event is queued, and this
-    /// replica never persists over the unreadable bytes.
+    /// A record is not whole and checked (a damaged length, header or line break, or a
+    /// whole record that fails its integrity check, the last one included), is of a
+    /// newer schema, is malformed, or holds a version or term out of range; or the
+    /// first record is cut short. Then nothing is applied, a
+    /// [`Degradation::StoreUnreadable`] event is queued, and this replica never persists
+    /// over the unreadable bytes.
     pub fn restore(&mut self, now: Now, bytes: &[u8]) -> Result<(), DecodeError> {
         let codec = self.config.store_codec;
         let loaded = persist::load::<State<S>>(codec, bytes).and_then(|loaded| {
