@@ -290,7 +290,7 @@ impl<S: Bundle, R: Request> WebReplica<S, R> {
                 let mut core = shared.core.borrow_mut();
                 core.timer.fired();
                 // Outside every lock callback: settled locks may go now.
-                core.retired.retain(|l| l.state() != LockState::Done);
+                core.retired.retain(|l| !l.is_settled());
                 drop(core);
                 let _ = shared.input(|r, now| r.handle_timeout(now));
             });
@@ -1008,13 +1008,8 @@ impl<S: Bundle, R: Request> Drop for Core<S, R> {
         let mut queue = VecDeque::new();
         self.leave(&mut queue);
         self.unlisten_to_page();
-        // The browser may still call back a lock it has not settled: those callbacks
-        // must stay valid after this.
-        for lock in self.retired.drain(..) {
-            if lock.state() != LockState::Done {
-                lock.leak();
-            }
-        }
+        // A lock the browser has not settled keeps its callbacks (see `Lock`'s drop).
+        self.retired.clear();
     }
 }
 
@@ -1088,6 +1083,13 @@ impl Timer {
             self.window.clear_timeout_with_handle(handle);
         }
         self.due = None;
+    }
+}
+
+impl Drop for Timer {
+    /// A pending `setTimeout` must not call a dropped callback.
+    fn drop(&mut self) {
+        self.cancel();
     }
 }
 
