@@ -141,7 +141,10 @@ export function guardGroup(group) {
 extern "C" {
     #[wasm_bindgen(js_name = guardGroup)]
     fn guard_group(group: &JsValue);
+}
 
+#[wasm_bindgen]
+extern "C" {
     /// `Object.keys`, whose traps (a Proxy's `ownKeys`) may throw.
     #[wasm_bindgen(js_namespace = Object, js_name = keys, catch)]
     fn object_keys(object: &JsValue) -> Result<Array, JsValue>;
