@@ -125,7 +125,7 @@ test('bad arguments throw a TypeError that says what to fix', async () => {
   assert.match(errors.cyclic.message, /cannot be written as JSON \(TypeError: .*circular/i);
   assert.match(errors.bigint.message, /cannot be written as JSON .*BigInt/);
   assert.match(errors.getKey.message, /get\(key, \.\.\.\): key must be a string, got an object/);
-  assert.match(errors.onType.message, /type must be one of 'change', 'leader', 'request', 'degraded', 'peer', got the string "changes"/);
+  assert.match(errors.onType.message, /type must be one of 'change', 'leader', 'request', 'degraded', 'peer', 'rejected', got the string "changes"/);
   assert.match(errors.onListener.message, /listener must be a function/);
   await tab.close();
 });

@@ -7,7 +7,8 @@
 //! `setTimeout`, and then, still in the same task, persists to the store. Listeners run
 //! after the replica is released, so they may call back into it (a leader answering a
 //! request by writing, say); events raised meanwhile are delivered in order after
-//! theirs. The store comes last so that it is off the path of a round trip: a message
+//! theirs, at most [`DELIVERY_BUDGET`] in one task: the rest follow in a later task, so
+//! that a listener that writes on every change cannot hold the page. The store comes last so that it is off the path of a round trip: a message
 //! and the listeners' answers to it are out before localStorage is written.
 
 use std::cell::{Cell, RefCell};
@@ -36,6 +37,11 @@ const NO_WEB_LOCKS: &str = "the Web Locks API is missing: leadership is settled 
 
 /// Events held for the first listener, at most.
 const HELD_EVENTS: usize = 1_024;
+
+/// Events delivered in one task, at most: those raised by listeners beyond it (a
+/// listener that writes on every change, its own included) are delivered in a later
+/// task, so the call that started it returns and the page keeps running.
+const DELIVERY_BUDGET: usize = 256;
 
 /// How to open a group. Start from [`Options::new`] and change the fields you need.
 #[derive(Clone, Debug)]
@@ -220,7 +226,12 @@ struct Core<S: Bundle, R: Request> {
     store_delay_ms: u32,
     /// Applies `unsaved` after `store_delay_ms`.
     save_timer: Timer,
+    /// Delivers the events left over by a delivery that used up its budget.
+    deliver_timer: Timer,
     timer: Timer,
+    /// A localStorage that works, whether or not the store uses it: for the
+    /// storage-event channel and the term counter.
+    local_storage: Option<web_sys::Storage>,
     page: Vec<PageListener>,
     phase: Phase,
     /// Leader mode under Web Locks.
@@ -290,13 +301,17 @@ impl<S: Bundle, R: Request> WebReplica<S, R> {
                 let mut core = shared.core.borrow_mut();
                 core.timer.fired();
                 // Outside every lock callback: settled locks may go now.
-                core.retired.retain(|l| l.state() != LockState::Done);
+                core.retired.retain(|l| !l.is_settled());
                 drop(core);
                 let _ = shared.input(|r, now| r.handle_timeout(now));
             });
             let save_timer = Timer::new(&window, this.clone(), |shared| {
                 shared.core.borrow_mut().save_timer.fired();
                 shared.save(true);
+            });
+            let deliver_timer = Timer::new(&window, this.clone(), |shared| {
+                shared.core.borrow_mut().deliver_timer.fired();
+                shared.deliver();
             });
             Shared {
                 core: RefCell::new(Core {
@@ -317,7 +332,9 @@ impl<S: Bundle, R: Request> WebReplica<S, R> {
                     unsaved: VecDeque::new(),
                     store_delay_ms: options.store_delay_ms,
                     save_timer,
+                    deliver_timer,
                     timer,
+                    local_storage: None,
                     page: Vec::new(),
                     phase: Phase::Away,
                     use_locks,
@@ -439,6 +456,10 @@ impl<S: Bundle, R: Request> WebReplica<S, R> {
     /// Adds a listener of every event, called with the event and this handle (so that
     /// it may write). Events raised before the first listener was added are held (up
     /// to a thousand) and delivered to it now.
+    ///
+    /// Events a listener's writes raise are delivered after the current one, at most
+    /// 256 events in one task: the rest follow in a later task, so a listener that
+    /// writes on every change does not hold the page.
     pub fn subscribe(
         &self,
         listener: impl FnMut(&Event<R>, &WebReplica<S, R>) + 'static,
@@ -658,13 +679,15 @@ impl<S: Bundle, R: Request> Shared<S, R> {
         let handle = WebReplica {
             shared: self.clone(),
         };
+        let mut budget = DELIVERY_BUDGET;
         loop {
-            if self.listeners.borrow().is_empty() {
+            if self.listeners.borrow().is_empty() || budget == 0 {
                 break;
             }
             let Some(event) = self.queue.borrow_mut().pop_front() else {
                 break;
             };
+            budget -= 1;
             let ids: Vec<ListenerId> = self.listeners.borrow().iter().map(|(id, _)| *id).collect();
             for id in ids {
                 // Skip a listener removed by an earlier one.
@@ -681,12 +704,23 @@ impl<S: Bundle, R: Request> Shared<S, R> {
                 }
             }
         }
+        let listening = !self.listeners.borrow().is_empty();
         let mut queue = self.queue.borrow_mut();
-        while queue.len() > HELD_EVENTS {
-            queue.pop_front();
+        if !listening {
+            while queue.len() > HELD_EVENTS {
+                queue.pop_front();
+            }
         }
+        let left = !queue.is_empty();
         drop(queue);
         self.delivering.set(false);
+        if listening && left {
+            // The budget ran out: the rest in a later task.
+            if let Ok(mut core) = self.core.try_borrow_mut() {
+                let now = core.clock.now().mono_ms;
+                core.deliver_timer.schedule(Some(now), now);
+            }
+        }
     }
 }
 
@@ -734,12 +768,18 @@ impl<S: Bundle, R: Request> Core<S, R> {
                 let _ = shared.input(|r, now| r.handle_message(now, &bytes));
             }
         };
+        // The channel may go through localStorage even where the store keeps the state
+        // in memory by choice.
+        self.local_storage = match self.store.local_storage() {
+            Some(storage) => Some(storage.clone()),
+            None => crate::store::working_local_storage(&self.window, &self.names).ok(),
+        };
         let (channel, fallback) = Channel::open(
             &self.window,
             &self.names,
             self.me,
             self.channel_choice,
-            self.store.local_storage(),
+            self.local_storage.as_ref(),
             deliver,
         )?;
         self.channel_kind = channel.kind();
@@ -789,7 +829,7 @@ impl<S: Bundle, R: Request> Core<S, R> {
 
     /// The last term granted under the lock, by any tab.
     fn stored_term(&self) -> u64 {
-        let stored = match self.store.local_storage() {
+        let stored = match &self.local_storage {
             Some(storage) => locks::stored_term(storage, &self.names.term_key()),
             None => 0,
         };
@@ -799,7 +839,7 @@ impl<S: Bundle, R: Request> Core<S, R> {
     /// Raises the term counter to `term` (only while holding the lock).
     fn raise_term(&mut self, term: u64) {
         self.memory_term = self.memory_term.max(term);
-        if let Some(storage) = self.store.local_storage() {
+        if let Some(storage) = &self.local_storage {
             if let Err(why) = locks::store_term(storage, &self.names.term_key(), term) {
                 tracing::warn!(%why, "the lease term could not be stored");
             }
@@ -1008,13 +1048,8 @@ impl<S: Bundle, R: Request> Drop for Core<S, R> {
         let mut queue = VecDeque::new();
         self.leave(&mut queue);
         self.unlisten_to_page();
-        // The browser may still call back a lock it has not settled: those callbacks
-        // must stay valid after this.
-        for lock in self.retired.drain(..) {
-            if lock.state() != LockState::Done {
-                lock.leak();
-            }
-        }
+        // A lock the browser has not settled keeps its callbacks (see `Lock`'s drop).
+        self.retired.clear();
     }
 }
 
@@ -1088,6 +1123,13 @@ impl Timer {
             self.window.clear_timeout_with_handle(handle);
         }
         self.due = None;
+    }
+}
+
+impl Drop for Timer {
+    /// A pending `setTimeout` must not call a dropped callback.
+    fn drop(&mut self) {
+        self.cancel();
     }
 }
 

@@ -4,14 +4,21 @@
 //! unsubscribe function, promises for what completes later, `TypeError` for an argument
 //! of the wrong type or value. Errors of state carry a `name` to branch on:
 //! `NotLeaderError` (a write on a follower in leader mode: send a request instead),
-//! `GroupClosedError`, `WriteError`.
+//! `GroupClosedError`, `TooLargeError` (with `size` and `limit`), `WriteError`.
+//!
+//! A group lives until `close()`: an object the page no longer references may be
+//! collected, but its group stays open, its listeners called, until the page goes.
+//! `free()` (and `[Symbol.dispose]`) closes it first; every later call throws a
+//! `GroupClosedError`.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use js_sys::{Array, Function, Object, Promise, Reflect, JSON};
-use replisync::{Config, Degradation, Event, LeadershipLoss, Stamp, SyncMode, WriteError};
+use replisync::{
+    Config, DecodeError, Degradation, Event, LeadershipLoss, Rejection, Stamp, SyncMode, WriteError,
+};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
@@ -55,6 +62,8 @@ export interface RequestEvent { from: string; value: Json }
 export interface DegradedEvent { reason: 'store' | 'transport' | 'store-unreadable' | 'store-record-dropped' | 'persist-failed' | 'unsendable' | 'other'; message: string }
 /** `peer`: another tab joined or left. */
 export interface PeerEvent { peer: string; joined: boolean; saidGoodbye: boolean }
+/** `rejected`: a message from another tab was refused (`from`: its sender, when known). */
+export interface RejectedEvent { from: string | null; reason: 'undecodable' | 'clock-ahead' | 'invalid' | 'wrong-mode' | 'other'; message: string }
 
 export interface GroupEventMap {
   change: ChangeEvent;
@@ -62,6 +71,7 @@ export interface GroupEventMap {
   request: RequestEvent;
   degraded: DegradedEvent;
   peer: PeerEvent;
+  rejected: RejectedEvent;
 }
 
 export interface Group {
@@ -71,7 +81,81 @@ export interface Group {
 }
 "#;
 
-const EVENT_TYPES: [&str; 5] = ["change", "leader", "request", "degraded", "peer"];
+const EVENT_TYPES: [&str; 6] = [
+    "change", "leader", "request", "degraded", "peer", "rejected",
+];
+
+#[wasm_bindgen(inline_js = r#"
+const GUARDED = Symbol('replisync guarded');
+
+function closedError() {
+  const e = new Error('the group was freed; open it again');
+  e.name = 'GroupClosedError';
+  return e;
+}
+
+// Wraps the methods and getters of the Group class once: a freed group (its pointer
+// gone) throws a GroupClosedError instead of reaching Rust with a null pointer, and
+// free() closes the group before freeing it.
+export function guardGroup(group) {
+  const proto = Object.getPrototypeOf(group);
+  if (!proto || Object.prototype.hasOwnProperty.call(proto, GUARDED)) return;
+  Object.defineProperty(proto, GUARDED, { value: true });
+  const freed = (self) => !self.__wbg_ptr;
+  for (const key of Reflect.ownKeys(proto)) {
+    if (key === 'constructor' || key === GUARDED || key === '__destroy_into_raw') continue;
+    const d = Object.getOwnPropertyDescriptor(proto, key);
+    if (typeof d.value === 'function') {
+      const f = d.value;
+      let wrapped;
+      if (key === 'free' || key === Symbol.dispose) {
+        wrapped = function () {
+          if (freed(this)) return;
+          try { this.close(); } catch (_) { /* closed already */ }
+          f.call(this);
+        };
+      } else if (key === 'close') {
+        wrapped = function () { return freed(this) ? Promise.resolve() : f.call(this); };
+      } else if (key === 'awaitLeadership') {
+        wrapped = function () { return freed(this) ? Promise.reject(closedError()) : f.call(this); };
+      } else {
+        wrapped = function (...args) {
+          if (freed(this)) throw closedError();
+          return f.apply(this, args);
+        };
+      }
+      Object.defineProperty(wrapped, 'name', { value: f.name });
+      d.value = wrapped;
+    } else if (d.get) {
+      const get = d.get;
+      d.get = key === 'closed'
+        ? function () { return freed(this) || get.call(this); }
+        : function () { if (freed(this)) throw closedError(); return get.call(this); };
+    } else {
+      continue;
+    }
+    Object.defineProperty(proto, key, d);
+  }
+}
+"#)]
+extern "C" {
+    #[wasm_bindgen(js_name = guardGroup)]
+    fn guard_group(group: &JsValue);
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// `Object.keys`, whose traps (a Proxy's `ownKeys`) may throw.
+    #[wasm_bindgen(js_namespace = Object, js_name = keys, catch)]
+    fn object_keys(object: &JsValue) -> Result<Array, JsValue>;
+}
+
+thread_local! {
+    /// The groups open in this page: a group lives until `close()`, whether or not the
+    /// page keeps a reference to its object.
+    static OPEN: RefCell<Vec<(u64, WebReplica<JsonMap, JsonText>)>> = const { RefCell::new(Vec::new()) };
+    static NEXT_OPEN: Cell<u64> = const { Cell::new(0) };
+}
 
 /// Listeners and what they are told, shared with the replica's listener.
 struct Hub {
@@ -171,6 +255,26 @@ impl Hub {
                     ]),
                 );
             }
+            Event::MessageRejected { reason } => {
+                let (code, from) = match reason {
+                    Rejection::Undecodable(_) => ("undecodable", None),
+                    Rejection::ClockAhead { from, .. } => ("clock-ahead", Some(from)),
+                    Rejection::Invalid { from, .. } => ("invalid", Some(from)),
+                    Rejection::WrongMode { from } => ("wrong-mode", Some(from)),
+                    _ => ("other", None),
+                };
+                self.emit(
+                    "rejected",
+                    &object(&[
+                        (
+                            "from",
+                            from.map_or(JsValue::NULL, |f| JsValue::from_str(&f.to_string())),
+                        ),
+                        ("reason", JsValue::from_str(code)),
+                        ("message", JsValue::from_str(&reason.to_string())),
+                    ]),
+                );
+            }
             Event::Degraded { reason } => {
                 let (code, message) = degradation(reason);
                 let detail = object(&[
@@ -207,6 +311,10 @@ impl Hub {
 pub struct Group {
     replica: WebReplica<JsonMap, JsonText>,
     hub: Rc<Hub>,
+    /// Its entry in `OPEN`.
+    key: u64,
+    /// `Config::max_message_bytes`: a request to forward must fit in one message.
+    max_message_bytes: usize,
 }
 
 /// Opens a group (see `GroupOptions`); the promise rejects with a `TypeError` for bad
@@ -216,7 +324,11 @@ pub fn open_group(
     #[wasm_bindgen(unchecked_param_type = "GroupOptions")] options: JsValue,
 ) -> Promise {
     match Group::open(&options) {
-        Ok(group) => Promise::resolve(&JsValue::from(group)),
+        Ok(group) => {
+            let group = JsValue::from(group);
+            guard_group(&group);
+            Promise::resolve(&group)
+        }
         Err(e) => Promise::reject(&e),
     }
 }
@@ -225,12 +337,28 @@ pub fn open_group(
 impl Group {
     fn open(options: &JsValue) -> Result<Group, JsValue> {
         let options = parse_options(options)?;
+        let max_message_bytes = options.config.max_message_bytes;
         let replica: WebReplica<JsonMap, JsonText> =
             WebReplica::open(options).map_err(|e| open_error(&e))?;
         let hub = Rc::new(Hub::new());
         let listening = hub.clone();
         replica.subscribe(move |event, group| listening.on_event(event, group));
-        Ok(Group { replica, hub })
+        let key = NEXT_OPEN.with(|n| n.replace(n.get() + 1));
+        OPEN.with(|open| open.borrow_mut().push((key, replica.clone())));
+        Ok(Group {
+            replica,
+            hub,
+            key,
+            max_message_bytes,
+        })
+    }
+
+    /// A `GroupClosedError` once closed.
+    fn check_open(&self) -> Result<(), JsValue> {
+        if self.replica.is_closed() {
+            return Err(group_error(&GroupError::Closed));
+        }
+        Ok(())
     }
 
     /// This tab's replica id (a UUID).
@@ -326,6 +454,7 @@ impl Group {
         #[wasm_bindgen(unchecked_param_type = "string")] key: JsValue,
     ) -> Result<(), JsValue> {
         let key = key_argument("delete", &key)?;
+        self.check_open()?;
         if self.replica.with_state(|s| s.entries.get(&key).is_none()) {
             return Ok(());
         }
@@ -341,23 +470,26 @@ impl Group {
         #[wasm_bindgen(unchecked_param_type = "string")] key: JsValue,
     ) -> Result<JsValue, JsValue> {
         let key = key_argument("get", &key)?;
+        self.check_open()?;
         Ok(self.replica.with_state(|s| match s.entries.get(&key) {
             Some(text) => JSON::parse(text.as_str()).unwrap_or(JsValue::UNDEFINED),
             None => JsValue::UNDEFINED,
         }))
     }
 
-    /// Every key and value, as a plain object.
+    /// Every key and value, as a plain object (each key an own property, `__proto__`
+    /// included).
     #[wasm_bindgen(unchecked_return_type = "Record<string, Json>")]
-    pub fn snapshot(&self) -> Object {
+    pub fn snapshot(&self) -> Result<Object, JsValue> {
+        self.check_open()?;
         let out = Object::new();
         self.replica.with_state(|s| {
             for (key, text) in s.entries.iter() {
                 let value = JSON::parse(text.as_str()).unwrap_or(JsValue::NULL);
-                let _ = Reflect::set(&out, &JsValue::from_str(key), &value);
+                own_property(&out, key, &value);
             }
         });
-        out
+        Ok(out)
     }
 
     /// Sends a JSON request to the leader, where it arrives as a `request` event (in
@@ -368,6 +500,19 @@ impl Group {
         #[wasm_bindgen(unchecked_param_type = "Json")] value: JsValue,
     ) -> Result<(), JsValue> {
         let text = json_argument("request", &value)?;
+        self.check_open()?;
+        // A request to forward must fit in one message: the core refuses one that does
+        // not (`WriteError::Encode(TooLarge)`); one whose JSON alone is over the limit
+        // is refused here without encoding it.
+        let forwarded = self.replica.mode() == SyncMode::Leader && !self.replica.is_leader();
+        if forwarded && text.len() > self.max_message_bytes {
+            return Err(group_error(&GroupError::Write(WriteError::Encode(
+                DecodeError::TooLarge {
+                    len: text.len(),
+                    max: self.max_message_bytes,
+                },
+            ))));
+        }
         self.replica
             .request(JsonText::new(text))
             .map_err(|e| group_error(&e))
@@ -443,6 +588,7 @@ impl Group {
     /// reject). Resolves once done, the Web Lock given back.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn close(&self) -> Promise {
+        OPEN.with(|open| open.borrow_mut().retain(|(key, _)| *key != self.key));
         self.replica.close();
         self.hub.listeners.clear();
         self.hub.settle_waiters(Err(named_error(
@@ -478,7 +624,7 @@ fn parse_options(options: &JsValue) -> Result<Options, JsValue> {
         "flushIntervalMs",
         "storeDelayMs",
     ];
-    for key in Object::keys(options.unchecked_ref::<Object>()).iter() {
+    for key in object_keys(options)?.iter() {
         let key = key.as_string().unwrap_or_default();
         if !KNOWN.contains(&key.as_str()) {
             return Err(type_error(&format!(
@@ -487,16 +633,17 @@ fn parse_options(options: &JsValue) -> Result<Options, JsValue> {
             )));
         }
     }
-    let get =
-        |name: &str| Reflect::get(options, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED);
-    let name = get("name").as_string().ok_or_else(|| {
+    // A getter (or a Proxy's trap) that throws rejects openGroup with its error.
+    let get = |name: &str| Reflect::get(options, &JsValue::from_str(name));
+    let name = get("name")?;
+    let name = name.as_string().ok_or_else(|| {
         type_error(&format!(
             "openGroup(options): options.name must be a string, got {}",
-            show(&get("name"))
+            show(&name)
         ))
     })?;
     let choice = |option: &str, allowed: &[&str]| -> Result<Option<String>, JsValue> {
-        let value = get(option);
+        let value = get(option)?;
         if value.is_undefined() {
             return Ok(None);
         }
@@ -518,7 +665,7 @@ fn parse_options(options: &JsValue) -> Result<Options, JsValue> {
         _ => Config::leader(),
     };
     let millis = |option: &str| -> Result<Option<u32>, JsValue> {
-        let value = get(option);
+        let value = get(option)?;
         if value.is_undefined() {
             return Ok(None);
         }
@@ -546,7 +693,7 @@ fn parse_options(options: &JsValue) -> Result<Options, JsValue> {
         Some("memory") => StorageChoice::Memory,
         _ => StorageChoice::Auto,
     };
-    let locks = get("locks");
+    let locks = get("locks")?;
     if !locks.is_undefined() {
         parsed.locks = locks.as_bool().ok_or_else(|| {
             type_error(&format!(
@@ -605,12 +752,32 @@ fn show(value: &JsValue) -> String {
     }
 }
 
-fn object(fields: &[(&str, JsValue)]) -> JsValue {
+/// Sets `key` of `object` as an own data property: `__proto__` too, which an assignment
+/// would take for the prototype.
+fn own_property(object: &Object, key: &str, value: &JsValue) {
+    if key == "__proto__" {
+        let descriptor = object_of(&[
+            ("value", value.clone()),
+            ("writable", JsValue::TRUE),
+            ("enumerable", JsValue::TRUE),
+            ("configurable", JsValue::TRUE),
+        ]);
+        let _ = Reflect::define_property(object, &JsValue::from_str(key), &descriptor);
+    } else {
+        let _ = Reflect::set(object, &JsValue::from_str(key), value);
+    }
+}
+
+fn object_of(fields: &[(&str, JsValue)]) -> Object {
     let out = Object::new();
     for (k, v) in fields {
         let _ = Reflect::set(&out, &JsValue::from_str(k), v);
     }
-    out.into()
+    out
+}
+
+fn object(fields: &[(&str, JsValue)]) -> JsValue {
+    object_of(fields).into()
 }
 
 fn type_error(message: &str) -> JsValue {
@@ -635,6 +802,12 @@ fn group_error(e: &GroupError) -> JsValue {
         GroupError::Closed => named_error("GroupClosedError", &e.to_string()),
         GroupError::Write(WriteError::NotLeader { .. }) => {
             named_error("NotLeaderError", &e.to_string())
+        }
+        GroupError::Write(WriteError::Encode(DecodeError::TooLarge { len, max })) => {
+            let error = named_error("TooLargeError", &e.to_string());
+            let _ = Reflect::set(&error, &"size".into(), &JsValue::from_f64(*len as f64));
+            let _ = Reflect::set(&error, &"limit".into(), &JsValue::from_f64(*max as f64));
+            error
         }
         GroupError::Write(_) => named_error("WriteError", &e.to_string()),
     }

@@ -41,12 +41,15 @@ pub(crate) enum LockState {
     Queued,
     /// Granted: held until released.
     Held,
-    /// Released, withdrawn, or refused by the browser.
+    /// Released or withdrawn (see [`Lock::settled`] for when the browser is done with
+    /// it), or refused by the browser.
     Done,
 }
 
 struct Inner {
     state: LockState,
+    /// The browser settled the request: it will call none of its callbacks again.
+    settled: bool,
     /// [`Lock::release`] was called (a settle without it, while held, is a loss).
     released: bool,
     /// Resolves the promise the lock callback returned: releases the lock.
@@ -55,11 +58,20 @@ struct Inner {
 }
 
 /// One request for a group's lock, from queued to released.
+///
+/// The browser holds its callbacks until it settles the request, which may be a while
+/// after [`Lock::release`] (a withdrawn request settles with an `AbortError` in a
+/// later task): dropped before that, a lock leaves its callbacks behind rather than
+/// free them under the browser.
 pub(crate) struct Lock {
     inner: Rc<RefCell<Inner>>,
     /// Settles once the lock is released (or the request withdrawn).
     settled: Promise,
-    _callback: Closure<dyn FnMut(JsValue) -> Promise>,
+    callbacks: Option<Callbacks>,
+}
+
+struct Callbacks {
+    _grant: Closure<dyn FnMut(JsValue) -> Promise>,
     _settle: Closure<dyn FnMut(JsValue)>,
 }
 
@@ -91,6 +103,7 @@ impl Lock {
         let _ = Reflect::set(&options, &"signal".into(), &abort.signal());
         let inner = Rc::new(RefCell::new(Inner {
             state: LockState::Queued,
+            settled: false,
             released: false,
             release: None,
             abort: Some(abort),
@@ -101,7 +114,7 @@ impl Lock {
             let held = Promise::new(&mut |resolve, _| release = Some(resolve));
             {
                 let mut inner = on_grant.borrow_mut();
-                if inner.state != LockState::Queued {
+                if inner.released || inner.state != LockState::Queued {
                     // Released before the grant arrived: give it straight back.
                     return Promise::resolve(&JsValue::UNDEFINED);
                 }
@@ -118,6 +131,7 @@ impl Lock {
                 let mut inner = on_settle.borrow_mut();
                 let was_held = inner.state == LockState::Held;
                 inner.state = LockState::Done;
+                inner.settled = true;
                 inner.release = None;
                 was_held && !inner.released
             };
@@ -133,9 +147,17 @@ impl Lock {
         Ok(Lock {
             inner,
             settled,
-            _callback: callback,
-            _settle: settle,
+            callbacks: Some(Callbacks {
+                _grant: callback,
+                _settle: settle,
+            }),
         })
+    }
+
+    /// Whether the browser is done with the request (released, withdrawn or refused,
+    /// and its promise settled): its callbacks may go.
+    pub fn is_settled(&self) -> bool {
+        self.inner.borrow().settled
     }
 
     /// Where the request stands.
@@ -158,16 +180,22 @@ impl Lock {
         }
     }
 
-    /// Keeps the callbacks alive for good (for a lock the browser may still call back
-    /// after its owner is gone).
-    pub fn leak(self) {
-        self._callback.forget();
-        self._settle.forget();
-    }
-
     /// A promise that settles once the lock is released or the request withdrawn.
     pub fn settled(&self) -> Promise {
         self.settled.clone()
+    }
+}
+
+impl Drop for Lock {
+    /// A request the browser has not settled yet keeps its callbacks (they are small,
+    /// and the browser calls them once more at most); a settled one frees them.
+    fn drop(&mut self) {
+        if !self.is_settled() {
+            if let Some(Callbacks { _grant, _settle }) = self.callbacks.take() {
+                _grant.forget();
+                _settle.forget();
+            }
+        }
     }
 }
 

@@ -255,7 +255,7 @@ impl Store for WebStore {
 }
 
 /// The window's localStorage, if reading it, writing and removing a key all work.
-fn working_local_storage(window: &Window, names: &Names) -> Result<Storage, String> {
+pub(crate) fn working_local_storage(window: &Window, names: &Names) -> Result<Storage, String> {
     let storage = window
         .local_storage()
         .map_err(|e| describe(&e))?

@@ -603,3 +603,417 @@ async fn a_hidden_page_writes_its_delayed_store_at_once() {
     tab.close();
     iframe.remove();
 }
+
+// ---- The JavaScript API (`openGroup`, `Group`) in the page, and issue 15's defects ----
+
+/// Runs `body`, the body of an async JavaScript function, with `openGroup` and the
+/// test's `args` in scope, and awaits its result (an error it throws fails the test).
+/// `window.race(promise, what)` races a promise against the test's patience.
+async fn js(body: &str, args: &[JsValue]) -> JsValue {
+    let open = wasm_bindgen::closure::Closure::<dyn Fn(JsValue) -> Promise>::new(
+        replisync_web::open_group,
+    );
+    let list: js_sys::Array = args.iter().collect();
+    let f = Function::new_with_args(
+        "openGroup, args",
+        &format!(
+            "const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+             const race = (p, what) => Promise.race([p, new Promise((_, reject) =>
+               setTimeout(() => reject(new Error('timed out waiting for ' + what)), {PATIENCE_MS}))]);
+             const until = async (check, what) => {{
+               const start = performance.now();
+               while (!check()) {{
+                 if (performance.now() - start > {PATIENCE_MS}) throw new Error('timed out waiting for ' + what);
+                 await sleep(2);
+               }}
+             }};
+             const attempt = (f) => {{ try {{ f(); return 'returned'; }} catch (e) {{ return String(e && e.name) + ': ' + String(e && e.message); }} }};
+             return (async () => {{ {body} }})();"
+        ),
+    );
+    let promise: Promise = f
+        .call2(&JsValue::UNDEFINED, open.as_ref(), &list)
+        .expect("the script starts")
+        .unchecked_into();
+    let out = JsFuture::from(promise).await;
+    drop(open);
+    match out {
+        Ok(v) => v,
+        Err(e) => panic!(
+            "the script failed: {}",
+            js_sys::JSON::stringify(&e)
+                .ok()
+                .and_then(|s| s.as_string())
+                .unwrap_or_default()
+                + &format!(" {e:?}")
+        ),
+    }
+}
+
+/// A JavaScript value as JSON text, for comparisons.
+fn json(value: &JsValue) -> String {
+    js_sys::JSON::stringify(value).unwrap().as_string().unwrap()
+}
+
+#[wasm_bindgen_test]
+async fn freeing_a_follower_throws_nothing_and_every_later_call_says_closed() {
+    let out = js(
+        "const [name] = args;
+         const uncaught = [];
+         const heard = (e) => uncaught.push(String(e.reason ?? e.error ?? e.message));
+         window.addEventListener('unhandledrejection', heard);
+         window.addEventListener('error', heard);
+         const leader = await openGroup({ name });
+         await race(leader.awaitLeadership(), 'the first group to lead');
+         // Its lock request waits behind the leader's: closing withdraws it, and the
+         // browser settles the withdrawal a moment later.
+         const follower = await openGroup({ name });
+         follower.close();
+         follower.free();
+         // Freed without a close (as the garbage collector would).
+         const other = await openGroup({ name });
+         other.free();
+         await sleep(300);
+         window.removeEventListener('unhandledrejection', heard);
+         window.removeEventListener('error', heard);
+         const after = {
+           set: attempt(() => follower.set('k', 1)),
+           delete: attempt(() => follower.delete('k')),
+           get: attempt(() => follower.get('k')),
+           snapshot: attempt(() => follower.snapshot()),
+           request: attempt(() => follower.request(1)),
+           on: attempt(() => follower.on('change', () => {})),
+           id: attempt(() => follower.id),
+           isLeader: attempt(() => follower.isLeader),
+           freeAgain: attempt(() => follower.free()),
+           otherSet: attempt(() => other.set('k', 1)),
+           closed: follower.closed,
+         };
+         const leading = leader.isLeader;
+         await leader.close();
+         return { uncaught, after, leading };",
+        &[unique("free").into()],
+    )
+    .await;
+    let uncaught = Reflect::get(&out, &"uncaught".into()).unwrap();
+    assert_eq!(json(&uncaught), "[]", "nothing thrown uncaught");
+    let after = Reflect::get(&out, &"after".into()).unwrap();
+    for call in [
+        "set", "delete", "get", "snapshot", "request", "on", "id", "isLeader", "otherSet",
+    ] {
+        let said = Reflect::get(&after, &call.into())
+            .unwrap()
+            .as_string()
+            .unwrap();
+        assert!(
+            said.starts_with("GroupClosedError: "),
+            "{call} after free(): {said}"
+        );
+    }
+    assert_eq!(
+        Reflect::get(&after, &"freeAgain".into())
+            .unwrap()
+            .as_string()
+            .as_deref(),
+        Some("returned"),
+        "free() twice is harmless"
+    );
+    assert_eq!(
+        Reflect::get(&after, &"closed".into()).unwrap(),
+        JsValue::TRUE
+    );
+    assert_eq!(
+        Reflect::get(&out, &"leading".into()).unwrap(),
+        JsValue::TRUE
+    );
+}
+
+#[wasm_bindgen_test]
+async fn a_change_listener_that_writes_does_not_hang_the_page() {
+    let out = js(
+        "const [name] = args;
+         const g = await openGroup({ name, mode: 'distributed' });
+         const LIMIT = 2000;
+         let calls = 0;
+         // Writes on every change, its own included: without a bound the first set()
+         // would never return.
+         g.on('change', () => { calls += 1; if (calls < LIMIT) g.set('n', Math.random()); });
+         g.set('n', 0);
+         const atReturn = calls;
+         await new Promise((r) => setTimeout(r, 0));
+         const afterATask = calls;
+         await until(() => calls >= LIMIT, 'the listener to run its course');
+         await sleep(50);
+         const total = calls;
+         await g.close();
+         return { atReturn, afterATask, total, LIMIT };",
+        &[unique("feedback").into()],
+    )
+    .await;
+    let get = |k: &str| Reflect::get(&out, &k.into()).unwrap().as_f64().unwrap();
+    assert!(
+        get("atReturn") >= 1.0 && get("atReturn") < get("LIMIT"),
+        "the first set() returned after a bounded number of deliveries: {}",
+        json(&out)
+    );
+    assert!(
+        get("afterATask") < get("LIMIT"),
+        "another task ran while the listener went on: {}",
+        json(&out)
+    );
+    assert_eq!(
+        get("total"),
+        get("LIMIT"),
+        "every write's change was delivered, none twice"
+    );
+}
+
+#[wasm_bindgen_test]
+async fn a_snapshot_holds_a_proto_key_as_its_own_property() {
+    let out = js(
+        "const [name] = args;
+         const g = await openGroup({ name, mode: 'distributed' });
+         g.set('__proto__', { polluted: true });
+         g.set('plain', 1);
+         const s = g.snapshot();
+         const out = {
+           own: Object.prototype.hasOwnProperty.call(s, '__proto__'),
+           value: Object.getOwnPropertyDescriptor(s, '__proto__')?.value ?? null,
+           prototype: Object.getPrototypeOf(s) === Object.prototype,
+           polluted: 'polluted' in s,
+           keys: Object.keys(s).sort(),
+           get: g.get('__proto__'),
+         };
+         await g.close();
+         return out;",
+        &[unique("proto").into()],
+    )
+    .await;
+    assert_eq!(
+        json(&out),
+        r#"{"own":true,"value":{"polluted":true},"prototype":true,"polluted":false,"keys":["__proto__","plain"],"get":{"polluted":true}}"#
+    );
+}
+
+#[wasm_bindgen_test]
+async fn an_oversized_request_is_refused_with_a_typed_error() {
+    let out = js(
+        "const [name] = args;
+         const leader = await openGroup({ name });
+         await race(leader.awaitLeadership(), 'the first group to lead');
+         const asked = [];
+         leader.on('request', (e) => asked.push(typeof e.value === 'string' ? e.value.length : e.value));
+         const follower = await openGroup({ name });
+         await until(() => follower.leader === leader.id, 'the follower to know the leader');
+         // Over the default 16 MiB message limit: it cannot reach the leader.
+         const big = 'x'.repeat(17 * 1024 * 1024);
+         let refused = null;
+         try { follower.request(big); } catch (e) { refused = { name: e.name, message: e.message, size: e.size, limit: e.limit }; }
+         follower.request('small');
+         await until(() => asked.includes(5), 'the small request');
+         await sleep(50);
+         await follower.close();
+         await leader.close();
+         return { refused, asked };",
+        &[unique("oversized").into()],
+    )
+    .await;
+    let refused = Reflect::get(&out, &"refused".into()).unwrap();
+    assert!(
+        refused.is_object(),
+        "request() of 17 MiB returned without an error: {}",
+        json(&out)
+    );
+    let field = |k: &str| Reflect::get(&refused, &k.into()).unwrap();
+    assert_eq!(field("name").as_string().as_deref(), Some("TooLargeError"));
+    let limit = field("limit").as_f64().expect("the limit");
+    let size = field("size").as_f64().expect("the size");
+    assert_eq!(limit, f64::from(16u32 << 20));
+    assert!(size > limit, "{size} > {limit}");
+    let message = field("message").as_string().unwrap();
+    assert!(
+        message.contains(&format!("{size}")) && message.contains(&format!("{limit}")),
+        "the message names the size and the limit: {message}"
+    );
+    assert_eq!(
+        json(&Reflect::get(&out, &"asked".into()).unwrap()),
+        "[5]",
+        "only the small request arrived"
+    );
+}
+
+#[wasm_bindgen_test]
+async fn a_rejected_message_is_told_to_rejected_listeners() {
+    let group = unique("rejected");
+    let out = js(
+        "const [name, channelName] = args;
+         const g = await openGroup({ name, mode: 'distributed' });
+         const told = [];
+         g.on('rejected', (e) => told.push(e));
+         const channel = new BroadcastChannel(channelName);
+         channel.postMessage(new Uint8Array([1, 2, 3, 4, 5]));
+         channel.close();
+         await until(() => told.length > 0, 'the rejection');
+         await g.close();
+         return told;",
+        &[
+            group.clone().into(),
+            // The channel of the group (no `%` or `:` in the name to escape).
+            format!("replisync:{group}:channel").into(),
+        ],
+    )
+    .await;
+    let told = js_sys::Array::from(&out);
+    assert_eq!(told.length(), 1, "{}", json(&out));
+    let first = told.get(0);
+    assert_eq!(
+        Reflect::get(&first, &"reason".into())
+            .unwrap()
+            .as_string()
+            .as_deref(),
+        Some("undecodable"),
+        "{}",
+        json(&out)
+    );
+    assert!(Reflect::get(&first, &"message".into())
+        .unwrap()
+        .as_string()
+        .is_some_and(|m| !m.is_empty()));
+}
+
+#[wasm_bindgen_test]
+async fn after_close_every_call_throws_and_bad_options_reject() {
+    let out = js(
+        "const [name] = args;
+         const g = await openGroup({ name, mode: 'distributed' });
+         g.set('there', 1);
+         await g.close();
+         const closed = {
+           deleteMissing: attempt(() => g.delete('missing')),
+           deleteThere: attempt(() => g.delete('there')),
+           set: attempt(() => g.set('k', 1)),
+           get: attempt(() => g.get('there')),
+           snapshot: attempt(() => g.snapshot()),
+           request: attempt(() => g.request(1)),
+           on: attempt(() => g.on('change', () => {})),
+         };
+         // A getter that throws: its error rejects openGroup as it is.
+         const thrown = new Error('from the getter');
+         const getter = await openGroup({ get name() { throw thrown; } })
+           .then(() => 'resolved', (e) => (e === thrown ? 'the getter error' : `${e.name}: ${e.message}`));
+         const laterGetter = await openGroup({ name, get mode() { throw thrown; } })
+           .then((g) => { g.close(); return 'resolved'; }, (e) => (e === thrown ? 'the getter error' : `${e.name}: ${e.message}`));
+         // A Proxy whose ownKeys throws: openGroup rejects, it does not throw.
+         const proxy = new Proxy({ name }, { ownKeys() { throw new RangeError('no keys'); } });
+         let promise = null, sync = 'returned';
+         try { promise = openGroup(proxy); } catch (e) { sync = `threw ${e.name}: ${e.message}`; }
+         const proxied = promise === null ? null
+           : await promise.then((g) => { g.close(); return 'resolved'; }, (e) => `${e.name}: ${e.message}`);
+         return { closed, getter, laterGetter, sync, proxied };",
+        &[unique("closed-calls").into()],
+    )
+    .await;
+    let closed = Reflect::get(&out, &"closed".into()).unwrap();
+    for call in js_sys::Object::keys(closed.unchecked_ref::<js_sys::Object>()).iter() {
+        let said = Reflect::get(&closed, &call).unwrap().as_string().unwrap();
+        assert!(
+            said.starts_with("GroupClosedError: "),
+            "{:?} after close(): {said}",
+            call.as_string()
+        );
+    }
+    let text = |k: &str| Reflect::get(&out, &k.into()).unwrap().as_string();
+    assert_eq!(text("getter").as_deref(), Some("the getter error"));
+    assert_eq!(text("laterGetter").as_deref(), Some("the getter error"));
+    assert_eq!(
+        text("sync").as_deref(),
+        Some("returned"),
+        "no synchronous throw"
+    );
+    assert_eq!(text("proxied").as_deref(), Some("RangeError: no keys"));
+}
+
+#[wasm_bindgen_test]
+async fn a_memory_store_keeps_the_storage_event_fallback() {
+    let group = unique("memory-storage-event");
+    // Asked for: the storage event works while the state is kept in memory.
+    let here = open(&group, Config::distributed(), |o| {
+        o.storage = StorageChoice::Memory;
+        o.channel = ChannelChoice::StorageEvent;
+    });
+    assert_eq!(here.store_kind(), StoreKind::Memory);
+    assert_eq!(here.channel_kind(), ChannelKind::StorageEvent);
+    assert!(here.degradations().is_empty(), "{:?}", here.degradations());
+    // Taken as the fallback in a frame without BroadcastChannel: said as such, and not
+    // as localStorage failing.
+    let (iframe, frame_window) = frame();
+    run_js("delete t.BroadcastChannel;", frame_window.unchecked_ref());
+    let there = open(&group, Config::distributed(), |o| {
+        o.window = Some(frame_window.clone());
+        o.storage = StorageChoice::Memory;
+    });
+    assert_eq!(there.channel_kind(), ChannelKind::StorageEvent);
+    assert!(
+        matches!(there.degradations().as_slice(), [Degradation::Transport(why)] if why.contains("the storage event")),
+        "{:?}",
+        there.degradations()
+    );
+    set_title(&here, "memory, through the storage event");
+    wait_for("the frame to see the write", || {
+        title(&there).as_deref() == Some("memory, through the storage event")
+    })
+    .await;
+    here.close();
+    there.close();
+    iframe.remove();
+}
+
+/// A replica id that sorts where the test needs it.
+fn id(byte: u8) -> replisync::SourceId {
+    replisync::SourceId::from_random_bytes([byte; 16])
+}
+
+#[wasm_bindgen_test]
+async fn without_web_locks_a_leaving_leader_hands_over_at_once_despite_a_newcomer() {
+    let group = unique("handover-newcomer");
+    let gossip = |source: u8| {
+        let group = group.clone();
+        move || -> Tab {
+            open(&group, Config::leader(), |o| {
+                o.locks = false;
+                o.source = Some(id(source));
+            })
+        }
+    };
+    let leader = gossip(0x80)();
+    wait_for("the first tab to lead", || leader.is_leader()).await;
+    let survivor = gossip(0xf0)();
+    wait_for("the survivor to know the leader", || {
+        survivor.leader() == Some(leader.source())
+    })
+    .await;
+    // Past the survivor's own join grace (1.5 s by default).
+    sleep(1_700).await;
+    // A tab that has just opened, with a lower id than the survivor's: still in its
+    // join grace, it cannot claim.
+    let newcomer = gossip(0x01)();
+    let peers = record(&survivor);
+    wait_for("the survivor to hear the newcomer", || {
+        peers
+            .borrow()
+            .iter()
+            .any(|e| matches!(e, Event::PeerJoined { peer } if *peer == newcomer.source()))
+    })
+    .await;
+    let start = Date::now();
+    leader.close();
+    wait_for("the survivor to lead", || survivor.is_leader()).await;
+    let took = Date::now() - start;
+    assert!(
+        took < 250.0,
+        "a leaving leader hands over at once: {took} ms (the stagger is 500 ms per peer ranked ahead)"
+    );
+    assert!(!newcomer.is_leader());
+    survivor.close();
+    newcomer.close();
+}
