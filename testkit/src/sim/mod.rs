@@ -295,6 +295,11 @@ pub fn sim_config(mode: SyncMode, codec: Codec) -> Config {
 
 const EPOCH: u64 = 1_700_000_000_000;
 
+/// How many inputs the replicas may take at one world instant before the world counts
+/// as livelocked (a replica that wants a tick at the very instant it was given one, or
+/// asks its authority again at once after every answer, forever).
+const MAX_INPUTS_AT_ONE_INSTANT: u64 = 20_000;
+
 /// The note keys the write probe uses (above any the workload writes).
 const PROBE_KEY: u16 = u16::MAX - 64;
 
@@ -425,6 +430,8 @@ pub struct World {
     trap_sprung: Option<String>,
     /// How many restarts found a damaged store.
     pub damaged: u64,
+    /// The world instant of the last drain, and how many drains it has seen.
+    instant: (u64, u64),
 }
 
 pub type Check = Result<(), String>;
@@ -480,6 +487,7 @@ impl World {
             lease_trap: None,
             trap_sprung: None,
             damaged: 0,
+            instant: (0, 0),
             opts,
         };
         for i in 0..world.opts.nodes {
@@ -749,6 +757,14 @@ impl World {
     /// checks monotonic reads, leases, persistence and what the store restores to.
     pub fn drain(&mut self, i: usize) -> Check {
         let now_world = self.time;
+        if self.instant.0 == now_world {
+            self.instant.1 += 1;
+            if self.instant.1 > MAX_INPUTS_AT_ONE_INSTANT {
+                return Err(self.livelock_report());
+            }
+        } else {
+            self.instant = (now_world, 0);
+        }
         let (asked, sent, persisted, events) = {
             let Some(r) = self.nodes[i].replica.as_mut() else {
                 return Ok(());
@@ -935,6 +951,25 @@ impl World {
         }
         self.advance(until);
         Ok(())
+    }
+
+    /// Why the world stopped moving: the replicas that keep asking for a tick at the
+    /// instant they were just given one, and every replica's lease record.
+    fn livelock_report(&self) -> String {
+        let stuck: Vec<String> = (0..self.nodes.len())
+            .filter(|i| self.timeout_of(*i).is_some_and(|t| t <= self.time))
+            .map(|i| format!("node{i}"))
+            .collect();
+        let leases: Vec<String> = (0..self.nodes.len())
+            .filter_map(|i| {
+                let r = self.nodes[i].replica.as_ref()?;
+                Some(format!("node{i}: {:?}", r.lease()))
+            })
+            .collect();
+        format!(
+            "livelock: more than {MAX_INPUTS_AT_ONE_INSTANT} inputs at t={} without time moving; ticks due at once: {stuck:?}; leases: {leases:?}",
+            self.time
+        )
     }
 
     /// Everything due at the current time.
