@@ -75,7 +75,11 @@ impl Classes {
             } else {
                 0.0
             },
-            foreign_grants: if answers && rng.chance(0.5) { 0.01 } else { 0.0 },
+            foreign_grants: if answers && rng.chance(0.5) {
+                0.01
+            } else {
+                0.0
+            },
         }
     }
 

@@ -25,7 +25,13 @@ pub fn extreme_lease(rng: &mut Rng, env: &mut wire::Envelope) -> Option<String> 
         }
         _ => return None,
     };
-    let field = rng.pick(&["duration_ms", "duration_ms", "duration_ms", "renew_seq", "term"]);
+    let field = rng.pick(&[
+        "duration_ms",
+        "duration_ms",
+        "duration_ms",
+        "renew_seq",
+        "term",
+    ]);
     let value = match field {
         "duration_ms" => {
             let v = rng.pick(&[u64::MAX, YEAR_MS, 0, TWO_32, 1]);
@@ -95,7 +101,8 @@ impl World {
             println!("t={} node{from} RACED BY CRAFTED {what}", self.time);
         }
         hash_in(&mut self.trace, &crafted);
-        self.corruptions.push(format!("{what} (from node{from}, to all)"));
+        self.corruptions
+            .push(format!("{what} (from node{from}, to all)"));
         for to in 0..self.nodes.len() {
             if to != from && self.nodes[to].awake() {
                 self.crafted.push_back((to, crafted.clone()));

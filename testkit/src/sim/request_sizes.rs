@@ -104,10 +104,8 @@ impl World {
             Event::Request {
                 request: Req::Blob(id, _),
                 ..
-            } => {
-                if self.requests.pending.remove(id).is_some() {
-                    self.requests.surfaced += 1;
-                }
+            } if self.requests.pending.remove(id).is_some() => {
+                self.requests.surfaced += 1;
             }
             Event::Degraded {
                 reason: Degradation::Unsendable(_),

@@ -85,7 +85,11 @@ impl World {
         let last = records.len().checked_sub(1)?;
         let mut kinds = vec![Damage::LastComplete, Damage::TornTail];
         if last >= 1 {
-            kinds.extend([Damage::MiddleBody, Damage::MiddleFraming, Damage::MiddleBody]);
+            kinds.extend([
+                Damage::MiddleBody,
+                Damage::MiddleFraming,
+                Damage::MiddleBody,
+            ]);
         }
         let rng = &mut self.class_rng;
         let damage = rng.pick(&kinds);
