@@ -11,7 +11,7 @@
 //! told it lost (in this run of its process), or a term below one it was granted or
 //! heard of (a lease record of a higher term) in this run.
 
-use replisync::authority::AuthorityAnswer;
+use replisync::authority::{AuthorityAnswer, AuthorityRequest};
 use replisync::MAX_TERM;
 
 use super::authority::Flight;
@@ -23,8 +23,10 @@ use super::{hash_in, verbose, Check, World};
 pub(super) struct AnswerMemory {
     /// The run of the process this is about.
     run: u64,
-    /// Terms it was told it lost.
+    /// Terms it was told it lost, or gave up itself (a release).
     lost: Vec<u64>,
+    /// The highest term it asked to acquire.
+    asked: u64,
     /// The highest term (at most `MAX_TERM`) granted to it or heard of.
     known: u64,
     /// The last grant delivered to it.
@@ -59,6 +61,16 @@ impl World {
                     m.lost.push(term);
                     if let Some(grant) = m.last_grant {
                         replays.push((grant, 0, 60));
+                        // The same grant as a lock's adapter would hand it again: unasked
+                        // and untimed.
+                        if let AuthorityAnswer::Granted { term, .. } = grant {
+                            let lock = AuthorityAnswer::Granted {
+                                ask: None,
+                                term,
+                                valid_ms: None,
+                            };
+                            replays.push((lock, 0, 60));
+                        }
                     }
                 }
                 AuthorityAnswer::Granted { term, .. } => {
@@ -125,6 +137,19 @@ impl World {
         }
     }
 
+    /// Node `i` asks its authority `request`: a release gives a term up, an acquisition
+    /// shows which terms it knows are spent.
+    pub(super) fn authority_asked(&mut self, i: usize, request: &AuthorityRequest) {
+        let m = self.memory(i);
+        match *request {
+            AuthorityRequest::Release { term } => m.lost.push(term),
+            AuthorityRequest::Acquire { term, .. } if term <= MAX_TERM => {
+                m.asked = m.asked.max(term);
+            }
+            _ => {}
+        }
+    }
+
     /// After node `i`'s drain: the lease record it holds is a term it heard of.
     pub(super) fn heard_term(&mut self, i: usize) {
         let Some(term) = self.nodes[i]
@@ -147,7 +172,12 @@ impl World {
         let why = if term > MAX_TERM {
             format!("above MAX_TERM ({MAX_TERM})")
         } else if m.lost.contains(&term) {
-            "which its authority told it it had lost".to_string()
+            "which its authority told it it had lost, or it released".to_string()
+        } else if term < m.asked {
+            format!(
+                "below term {}, which it had asked its authority for since",
+                m.asked
+            )
         } else if term < m.known {
             format!(
                 "below term {}, which it was granted or heard of before",

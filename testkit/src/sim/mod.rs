@@ -298,7 +298,7 @@ const EPOCH: u64 = 1_700_000_000_000;
 /// How many inputs the replicas may take at one world instant before the world counts
 /// as livelocked (a replica that wants a tick at the very instant it was given one, or
 /// asks its authority again at once after every answer, forever).
-const MAX_INPUTS_AT_ONE_INSTANT: u64 = 20_000;
+const MAX_INPUTS_AT_ONE_INSTANT: u64 = 5_000;
 
 /// The note keys the write probe uses (above any the workload writes).
 const PROBE_KEY: u16 = u16::MAX - 64;
@@ -776,6 +776,9 @@ impl World {
             (asked, sent, persisted, events)
         };
         let run = self.nodes[i].run;
+        for request in &asked {
+            self.authority_asked(i, request);
+        }
         if let Some(auth) = self.authority.as_mut() {
             for request in asked {
                 hash_in(&mut self.trace, format!("{i}{request:?}").as_bytes());

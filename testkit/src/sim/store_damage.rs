@@ -167,6 +167,7 @@ impl World {
             let node = &mut self.nodes[i];
             node.unreadable = Some(bytes);
             node.disk.clear();
+            node.owed_disk.clear();
             return Ok(());
         }
         let Some(r) = self.nodes[i].replica.as_ref() else {
@@ -191,6 +192,10 @@ impl World {
             ));
         }
         let node = &mut self.nodes[i];
+        // A graceful leaver's writes persisted only in the dropped torn record went
+        // with it.
+        node.owed_disk
+            .retain(|(reg, s)| held.get(reg).is_some_and(|h| h >= s));
         node.disk = held;
         node.torn = damage == Damage::TornTail;
         Ok(())
