@@ -315,7 +315,8 @@ fn replay() {
 }
 
 /// A seed found failing, run as it was found: with the classes added for issue 15 off,
-/// so that it makes the same world it made when found.
+/// so that it makes the same world it made when found. The three below fail at
+/// a5207fa, until the library's fixes for issue 15.
 fn regression(seed: u64) {
     let opts = sim::Options::from_seed(seed).without_classes();
     println!("seed {seed} (added classes off): {opts:?}");
