@@ -83,6 +83,12 @@ impl SimAuthority {
         );
     }
 
+    /// Queues `flight` for run `run` of node `node`, due at `at`, past the link's
+    /// faults: a replay the simulator chose.
+    pub fn inject(&mut self, at: u64, (node, run): (usize, u64), flight: Flight) {
+        self.queue(at, node, run, flight);
+    }
+
     fn queue(&mut self, at: u64, node: usize, run: u64, flight: Flight) {
         self.seq += 1;
         self.flights.insert((at, self.seq), (node, run, flight));

@@ -6,7 +6,7 @@
 use replisync::{DecodeError, Merge, Persist, SourceId, Stamp, SyncMode, Writer};
 
 use super::oracle::{self, registers, stamps, Reg};
-use super::{wire, Check, Departure, Replica, Req, Session, World, PROBE_KEY};
+use super::{wire, Check, Departure, Replica, Req, Session, World, BLOB_KEY, PROBE_KEY};
 
 impl World {
     /// Node `i` asked its store for `persist`: the store's log, with it applied, must
@@ -15,6 +15,9 @@ impl World {
     pub(super) fn persisted(&mut self, i: usize, persist: Persist) -> Check {
         let mut bytes = self.nodes[i].store.clone().unwrap_or_default();
         persist.apply_to(&mut bytes);
+        if self.nodes[i].unreadable.is_some() {
+            return self.check_unreadable_kept(i, &bytes);
+        }
         let now = self.now(i);
         let mut fresh = self.fresh_replica(i);
         let restored = fresh.restore(now, &bytes);
@@ -23,7 +26,9 @@ impl World {
         if let Err(e) = restored {
             return Err(format!(
                 "{}: node{i}'s persisted state ({} bytes, {}) does not restore: {e}",
-                if matches!(e, DecodeError::TooLarge { .. }) {
+                if node.torn {
+                    "store damage (a persist after a torn last record was dropped)"
+                } else if matches!(e, DecodeError::TooLarge { .. }) {
                     "sizes"
                 } else {
                     "encodability"
@@ -57,13 +62,20 @@ impl World {
             .retain(|(reg, s, _)| restored.get(reg).is_none_or(|held| held.0 < *s));
         node.disk = restored.into_iter().map(|(k, h)| (k, h.0)).collect();
         node.store = Some(bytes);
+        node.torn = false;
         let owed = std::mem::take(&mut node.owed_mem);
         node.owed_disk.extend(owed);
         Ok(())
     }
 
     /// A write accepted is persisted within the flush interval.
-    pub(super) fn check_persisted_in_time(&self, i: usize) -> Check {
+    pub(super) fn check_persisted_in_time(&mut self, i: usize) -> Check {
+        if self.nodes[i].unreadable.is_some() {
+            // It must not persist over its unreadable store: what it holds is not
+            // durable until the store is replaced.
+            self.nodes[i].unpersisted.clear();
+            return Ok(());
+        }
         let node = &self.nodes[i];
         let Some(&(reg, stamp, at)) = node.unpersisted.first() else {
             return Ok(());
@@ -474,5 +486,8 @@ pub(super) fn write_for(s: &Session, d: &mut Session, w: &mut Writer<'_>, reques
             }
         }
         Req::Pair(a, b, v) => d.pairs = s.pairs.write_insert((a, b), v, w),
+        Req::Blob(_, ref payload) => {
+            d.notes = s.notes.write_insert(BLOB_KEY, payload.len() as u32, w)
+        }
     }
 }

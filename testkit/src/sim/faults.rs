@@ -19,8 +19,36 @@ impl World {
         Some(candidates[self.rng.below(candidates.len() as u64) as usize])
     }
 
-    /// One workload step: usually application traffic, sometimes a fault.
+    /// One workload step: usually application traffic, sometimes a fault; then the
+    /// added classes' own step.
     pub(super) fn act(&mut self) -> Check {
+        self.act_usual()?;
+        self.act_classes()
+    }
+
+    /// The added classes' step, on their own random stream (nothing, with them off):
+    /// a request sized around the message limit, an unasked grant above `MAX_TERM`.
+    fn act_classes(&mut self) -> Check {
+        let c = self.opts.classes;
+        if !c.any() {
+            return Ok(());
+        }
+        self.foreign_grant();
+        if c.sized_requests > 0.0 && self.class_rng.chance(c.sized_requests) {
+            let awake: Vec<usize> = (0..self.nodes.len())
+                .filter(|i| self.nodes[*i].awake())
+                .collect();
+            if !awake.is_empty() {
+                let i = awake[self.class_rng.below(awake.len() as u64) as usize];
+                let request = self.sized_request();
+                self.user(i, request)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The workload step as drawn before the added classes.
+    fn act_usual(&mut self) -> Check {
         let o = self.opts.clone();
         let roll = self.rng.below(1_000) as f64 / 1_000.0;
         let mut acc = 0.0;
@@ -326,6 +354,16 @@ impl World {
             }
             None => return Err("failover: no leader after convergence".into()),
         };
+        let trap = self.spring_lease_trap(leader)?;
+        let leader = match (&trap, self.current_leader()) {
+            (None, _) => leader,
+            (Some(_), Some(l)) => l,
+            (Some(what), None) => {
+                return Err(format!(
+                    "failover after a crafted lease record: no leader once the copy arrived (crafted: {what})"
+                ))
+            }
+        };
         self.depart(leader, Departure::Crash)?;
         let crashed_at = self.time;
         let mut deadline = crashed_at + lease.duration_ms + lease.renew_interval_ms + slack;
@@ -371,14 +409,22 @@ impl World {
             if self.time > deadline {
                 self.kill_next_claim = false;
                 return Err(format!(
-                    "failover: no successor within {} ms of the leader's crash{}{}",
+                    "{}: no successor within {} ms of the leader's crash{}{}{}",
+                    if trap.is_some() {
+                        "failover after a crafted lease record"
+                    } else {
+                        "failover"
+                    },
                     deadline - crashed_at,
                     if killed {
                         " (a claimant died for good as it claimed)"
                     } else {
                         ""
                     },
-                    if under_faults { ", under faults" } else { "" }
+                    if under_faults { ", under faults" } else { "" },
+                    trap.as_ref()
+                        .map(|w| format!(" (crafted: {w})"))
+                        .unwrap_or_default()
                 ));
             }
             let t = self.time + 1;

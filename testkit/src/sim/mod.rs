@@ -19,10 +19,15 @@
 
 #![allow(dead_code)]
 
+mod answer_replays;
 mod authority;
 mod checks;
+mod classes;
+mod extreme_fields;
 mod faults;
 mod oracle;
+mod request_sizes;
+mod store_damage;
 pub mod wire;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -36,7 +41,10 @@ use replisync::{
 use authority::{Flight, SimAuthority};
 use serde::{Deserialize, Serialize};
 
+pub use classes::{Classes, CLASS_SALT};
+pub use extreme_fields::{extreme_lease, extreme_request};
 pub use oracle::{stamps, Ledger, Reg};
+pub use store_damage::Damage;
 
 /// The bundle the simulated application shares: a session-timeout service's state.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Merge)]
@@ -67,6 +75,9 @@ pub enum Req {
     Bulk(u16, u16, u32),
     /// Set a pair (unencodable in JSON).
     Pair(u8, u8, u32),
+    /// A request numbered for tracking, with a payload sized around the message limit
+    /// (the leader records its length).
+    Blob(u64, String),
 }
 
 /// SplitMix64: small, fast, and the same everywhere.
@@ -143,6 +154,8 @@ pub struct Options {
     pub kill_after_write: f64,
     /// Whether a leader failover is also measured under the network's faults.
     pub failover_under_faults: bool,
+    /// The fault classes added for issue 15, drawn from their own stream.
+    pub classes: Classes,
 }
 
 impl Options {
@@ -212,7 +225,15 @@ impl Options {
             kill_on_claim: if permanent { 0.1 } else { 0.0 },
             kill_after_write: if permanent { 0.02 } else { 0.0 },
             failover_under_faults: mode == SyncMode::Leader && rng.chance(0.3),
+            classes: Classes::from_seed(seed),
         }
+    }
+
+    /// The same run with every class added for issue 15 off: the world the simulator
+    /// made for this seed before them.
+    pub fn without_classes(mut self) -> Self {
+        self.classes = Classes::NONE;
+        self
     }
 
     /// No faults at all: for scripted scenarios.
@@ -243,6 +264,7 @@ impl Options {
             kill_on_claim: 0.0,
             kill_after_write: 0.0,
             failover_under_faults: false,
+            classes: Classes::NONE,
         }
     }
 }
@@ -273,8 +295,16 @@ pub fn sim_config(mode: SyncMode, codec: Codec) -> Config {
 
 const EPOCH: u64 = 1_700_000_000_000;
 
+/// How many inputs the replicas may take at one world instant before the world counts
+/// as livelocked (a replica that wants a tick at the very instant it was given one, or
+/// asks its authority again at once after every answer, forever).
+const MAX_INPUTS_AT_ONE_INSTANT: u64 = 5_000;
+
 /// The note keys the write probe uses (above any the workload writes).
 const PROBE_KEY: u16 = u16::MAX - 64;
+
+/// The note key where the leader records the length of a sized request's payload.
+const BLOB_KEY: u16 = u16::MAX - 128;
 
 /// One simulated replica: its process (absent while crashed or gone), its store, and
 /// its clocks.
@@ -309,6 +339,13 @@ pub struct Node {
     /// does (kept in memory until it persists, then on disk).
     owed_mem: Vec<(Reg, Stamp)>,
     owed_disk: Vec<(Reg, Stamp)>,
+    /// The bytes of its store, which its last restore reported unreadable: kept exactly
+    /// until the simulator replaces the store at a later restart.
+    unreadable: Option<Vec<u8>>,
+    /// Its store ends in a record cut short, which the restore dropped.
+    torn: bool,
+    /// What its authority told this run of its process, and what it heard of.
+    answers: answer_replays::AnswerMemory,
 }
 
 impl Node {
@@ -381,6 +418,20 @@ pub struct World {
     /// Messages of the library that the simulator's mirror of the wire format could not
     /// read (0 unless the format moved on without the mirror).
     pub undecodable_own: u64,
+    /// The added fault classes' own random stream.
+    class_rng: Rng,
+    /// The requests tracked until they surface.
+    requests: request_sizes::Requests,
+    /// Crafted copies racing real messages, to deliver first: (to, bytes).
+    crafted: VecDeque<(usize, Vec<u8>)>,
+    /// The failover check waits for this node's next lease message, to race it.
+    lease_trap: Option<usize>,
+    /// What the racing copy changed, once the trap was sprung.
+    trap_sprung: Option<String>,
+    /// How many restarts found a damaged store.
+    pub damaged: u64,
+    /// The world instant of the last drain, and how many drains it has seen.
+    instant: (u64, u64),
 }
 
 pub type Check = Result<(), String>;
@@ -430,6 +481,13 @@ impl World {
             corruptions: Vec::new(),
             departures: 0,
             undecodable_own: 0,
+            class_rng: Rng::new((opts.seed ^ CLASS_SALT).rotate_left(17)),
+            requests: Default::default(),
+            crafted: VecDeque::new(),
+            lease_trap: None,
+            trap_sprung: None,
+            damaged: 0,
+            instant: (0, 0),
             opts,
         };
         for i in 0..world.opts.nodes {
@@ -457,6 +515,9 @@ impl World {
                 unsent: BTreeMap::new(),
                 owed_mem: Vec::new(),
                 owed_disk: Vec::new(),
+                unreadable: None,
+                torn: false,
+                answers: Default::default(),
             });
         }
         if world.opts.high_start {
@@ -485,7 +546,7 @@ impl World {
         let mut config = sim_config(self.opts.mode, self.opts.wire_codec);
         config.store_codec = self.opts.store_codec;
         config.flush_interval_ms = self.opts.flush_interval_ms;
-        config.max_message_bytes = self.opts.max_message_bytes;
+        config.max_message_bytes = self.message_limit();
         config
     }
 
@@ -511,10 +572,25 @@ impl World {
 
     /// Starts (or restarts) node `i` from its store: restarting never fails.
     pub fn try_start(&mut self, i: usize) -> Check {
+        // A store reported unreadable is replaced at the next restart (an operator
+        // moved it aside): the replica starts empty.
+        if self.nodes[i].unreadable.take().is_some() {
+            self.nodes[i].store = None;
+            self.nodes[i].disk.clear();
+        }
+        self.nodes[i].torn = false;
+        let damaged = if self.nodes[i].run > 0 {
+            self.damage_store(i)
+        } else {
+            None
+        };
         let now = self.now(i);
         let mut replica = self.fresh_replica(i);
+        let mut damage_error = None;
         let node = &mut self.nodes[i];
-        if let Some(bytes) = &node.store {
+        if let (Some(bytes), Some(_)) = (&node.store, &damaged) {
+            damage_error = replica.restore(now, bytes).err().map(|e| e.to_string());
+        } else if let Some(bytes) = &node.store {
             replica.restore(now, bytes).map_err(|e| {
                 format!(
                     "{}: node{i} cannot restart from its own store ({} bytes): {e}",
@@ -539,6 +615,10 @@ impl World {
         node.unsent.clear();
         node.unpersisted.clear();
         hash_in(&mut self.trace, b"start");
+        if let Some((damage, bytes, floor)) = damaged {
+            self.check_damaged_restore(i, damage, bytes, floor, damage_error)?;
+        }
+        self.heard_term(i);
         Ok(())
     }
 
@@ -554,6 +634,7 @@ impl World {
         node.leading = None;
         node.owed_mem.clear();
         hash_in(&mut self.trace, b"crash");
+        self.requests_holder_gone(i);
     }
 
     /// Node `i` leaves cleanly.
@@ -590,6 +671,7 @@ impl World {
         node.replica = None;
         node.leading = None;
         node.down_until = rejoin_after.map(|d| self.time + d);
+        self.requests_holder_gone(i);
         Ok(())
     }
 
@@ -611,6 +693,7 @@ impl World {
         let node = &mut self.nodes[i];
         node.gone = true;
         node.store = None;
+        node.unreadable = None;
         node.down_until = None;
         hash_in(&mut self.trace, b"depart");
         Ok(())
@@ -674,6 +757,14 @@ impl World {
     /// checks monotonic reads, leases, persistence and what the store restores to.
     pub fn drain(&mut self, i: usize) -> Check {
         let now_world = self.time;
+        if self.instant.0 == now_world {
+            self.instant.1 += 1;
+            if self.instant.1 > MAX_INPUTS_AT_ONE_INSTANT {
+                return Err(self.livelock_report());
+            }
+        } else {
+            self.instant = (now_world, 0);
+        }
         let (asked, sent, persisted, events) = {
             let Some(r) = self.nodes[i].replica.as_mut() else {
                 return Ok(());
@@ -685,6 +776,9 @@ impl World {
             (asked, sent, persisted, events)
         };
         let run = self.nodes[i].run;
+        for request in &asked {
+            self.authority_asked(i, request);
+        }
         if let Some(auth) = self.authority.as_mut() {
             for request in asked {
                 hash_in(&mut self.trace, format!("{i}{request:?}").as_bytes());
@@ -702,6 +796,7 @@ impl World {
         let mut killed = false;
         for event in events {
             hash_in(&mut self.trace, format!("{i}{event:?}").as_bytes());
+            self.request_event(i, &event);
             if verbose() && !matches!(event, Event::Changed { .. }) {
                 println!(
                     "t={now_world} node{i} mono={} {event:?}",
@@ -718,6 +813,7 @@ impl World {
             match event {
                 Event::Request { request, .. } => writes.push(request),
                 Event::LeadershipGained { term } => {
+                    self.check_gained_term(i, term)?;
                     self.leader_gains += 1;
                     let id = self.nodes[i].id;
                     let holders = self.ledger.holders.entry(term).or_default();
@@ -756,6 +852,8 @@ impl World {
         for request in writes {
             self.apply(i, request)?;
         }
+        self.request_counters(i);
+        self.heard_term(i);
         self.check_monotonic(i)?;
         self.check_persisted_in_time(i)?;
         if self.opts.authority {
@@ -768,7 +866,16 @@ impl World {
     fn transmit(&mut self, i: usize, sent: Vec<Vec<u8>>) {
         let codec = self.opts.wire_codec;
         for bytes in &sent {
+            let carried = self.carried_requests(bytes);
+            let dropped = self.net.stats().dropped;
             self.net.send(self.nodes[i].net, bytes, self.time);
+            if !carried.is_empty() {
+                let lost = self.net.stats().dropped > dropped;
+                self.requests_sent(&carried, lost);
+            }
+            if self.opts.classes.extreme_fields > 0.0 || self.lease_trap == Some(i) {
+                self.race_with_extreme(i, bytes);
+            }
             if !self.nodes[i].unsent.is_empty() {
                 match wire::decode(codec, bytes) {
                     Some(env) => {
@@ -830,6 +937,9 @@ impl World {
             if with_workload {
                 next = next.min(next_action);
             }
+            if !self.crafted.is_empty() {
+                next = next.min(self.time);
+            }
             if next > until {
                 break;
             }
@@ -844,6 +954,25 @@ impl World {
         }
         self.advance(until);
         Ok(())
+    }
+
+    /// Why the world stopped moving: the replicas that keep asking for a tick at the
+    /// instant they were just given one, and every replica's lease record.
+    fn livelock_report(&self) -> String {
+        let stuck: Vec<String> = (0..self.nodes.len())
+            .filter(|i| self.timeout_of(*i).is_some_and(|t| t <= self.time))
+            .map(|i| format!("node{i}"))
+            .collect();
+        let leases: Vec<String> = (0..self.nodes.len())
+            .filter_map(|i| {
+                let r = self.nodes[i].replica.as_ref()?;
+                Some(format!("node{i}: {:?}", r.lease()))
+            })
+            .collect();
+        format!(
+            "livelock: more than {MAX_INPUTS_AT_ONE_INSTANT} inputs at t={} without time moving; ticks due at once: {stuck:?}; leases: {leases:?}",
+            self.time
+        )
     }
 
     /// Everything due at the current time.
@@ -869,13 +998,32 @@ impl World {
                 self.depart(i, how)?;
             }
         }
-        while let Some(d) = self.net.poll_deliver(self.time) {
+        self.deliver_crafted()?;
+        loop {
+            let dropped = self.net.stats().dropped;
+            let Some(d) = self.net.poll_deliver(self.time) else {
+                if self.net.stats().dropped > dropped {
+                    self.requests_dropped_in_flight();
+                }
+                break;
+            };
+            if self.net.stats().dropped > dropped {
+                self.requests_dropped_in_flight();
+            }
             let i = d.to.as_u64() as usize;
             let from = d.from.as_u64() as usize;
             self.deliveries += 1;
+            let carried = self.carried_requests(&d.bytes);
             if !self.nodes[i].awake() {
+                self.requests_missed(i, &carried);
                 continue;
             }
+            let me = self.nodes[i].id;
+            self.requests.delivering = carried
+                .iter()
+                .filter(|(_, to)| to.is_none_or(|t| t == me))
+                .map(|(id, _)| *id)
+                .collect();
             let carried = self.receive_leave_claims(i, &d.bytes);
             let now = self.now(i);
             if let Some(r) = self.nodes[i].replica.as_mut() {
@@ -887,6 +1035,7 @@ impl World {
                 }
             }
             self.drain(i)?;
+            self.requests.delivering.clear();
             if !carried.is_empty() {
                 self.check_leave_taken(i, &carried)?;
             }
@@ -945,6 +1094,7 @@ impl World {
                     if verbose() {
                         println!("t={time} node{i} AUTHORITY {answer:?}");
                     }
+                    self.answer_delivered(i, run, answer);
                     let now = self.now(i);
                     if let Some(r) = self.nodes[i].replica.as_mut() {
                         r.handle_authority(now, answer);
@@ -962,7 +1112,12 @@ impl World {
         let Some(r) = self.nodes[i].replica.as_mut() else {
             return Ok(());
         };
-        r.request(now, request).map_err(|e| e.to_string())?;
+        match r.request(now, request.clone()) {
+            Ok(()) => self.request_accepted(i, &request),
+            // Refusing a request too large to send is reporting it.
+            Err(_) if matches!(request, Req::Blob(..)) => {}
+            Err(e) => return Err(e.to_string()),
+        }
         self.drain(i)
     }
 
@@ -1012,7 +1167,7 @@ impl World {
     pub fn summary(&self) -> String {
         let o = &self.opts;
         format!(
-            "{} nodes, {:?}, authority={}, wire={}, store={}, flush={} ms, max message={} B, keys={}, pairs={}, high start={}, faults={:?}, t={} ms, deliveries={}, leader gains={}, rejected={}, corruptions={:?}, departures for good={}, own messages the mirror could not read={}",
+            "{} nodes, {:?}, authority={}, wire={}, store={}, flush={} ms, max message={} B, keys={}, pairs={}, high start={}, faults={:?}, t={} ms, deliveries={}, leader gains={}, rejected={}, corruptions={:?}, departures for good={}, own messages the mirror could not read={}, classes={:?}, damaged stores={}",
             o.nodes,
             o.mode,
             o.authority,
@@ -1030,7 +1185,9 @@ impl World {
             self.rejected,
             self.corruptions,
             self.departures,
-            self.undecodable_own
+            self.undecodable_own,
+            o.classes,
+            self.damaged
         )
     }
 }
@@ -1079,7 +1236,12 @@ fn leave_batch(
 /// One whole seed: phase one under faults, phase two healed; every invariant checked.
 /// Returns the trace hash (for the determinism check).
 pub fn run_seed(seed: u64) -> Result<u64, String> {
-    let opts = Options::from_seed(seed);
+    run_options(Options::from_seed(seed))
+}
+
+/// One whole run of `opts` (a seed's options, perhaps with the added classes off), as
+/// [`run_seed`] runs it.
+pub fn run_options(opts: Options) -> Result<u64, String> {
     let mut world = World::new(opts);
     let outcome = run_world(&mut world);
     outcome
@@ -1105,6 +1267,7 @@ fn run_world(world: &mut World) -> Check {
     let calm = world.time + 1_000;
     world.run_until(calm, false)?;
     world.check_no_silenced_peer()?;
+    world.check_requests()?;
     world.check_failover()
 }
 
