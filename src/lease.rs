@@ -373,13 +373,27 @@ impl LeaseWatch {
         &self.config
     }
 
-    /// Takes in the current record at local monotonic time `now_ms`; a record that
-    /// differs from the last one seen restarts the clocks.
+    /// Takes in the current record at local monotonic time `now_ms`; a record of
+    /// another term, renewal or holder than the last one seen restarts the clocks (one
+    /// that differs only in other fields, as a corrupted copy would, does not).
     pub fn observe(&mut self, lease: Option<&Lease>, now_ms: u64) {
-        if lease.is_some() && lease != self.seen.as_ref() {
-            self.seen = lease.copied();
+        if let Some(l) = lease {
+            if self.is_seen(l) {
+                // The same record, or one a corrupted peer re-sent under its key with
+                // other fields (a conflict, not a renewal): no news of the holder.
+                self.seen = Some(*l);
+                return;
+            }
+            self.seen = Some(*l);
             self.changed_at_ms = now_ms;
         }
+    }
+
+    /// Whether `lease` is the record last seen: the same key (term, renewal, holder)
+    /// and release.
+    fn is_seen(&self, lease: &Lease) -> bool {
+        self.seen
+            .is_some_and(|s| s.key() == lease.key() && s.released == lease.released)
     }
 
     /// Forgets when the record last changed, as after a sleep: the lease counts as
@@ -419,7 +433,7 @@ impl LeaseWatch {
         match lease {
             None => true,
             Some(l) if l.released => true,
-            Some(l) => self.seen.as_ref() == Some(l) && now_ms >= self.expires_at(l),
+            Some(l) => self.is_seen(l) && now_ms >= self.expires_at(l),
         }
     }
 
@@ -427,7 +441,7 @@ impl LeaseWatch {
     /// it is free now or has not been observed.
     pub fn free_at(&self, lease: Option<&Lease>) -> Option<u64> {
         match lease {
-            Some(l) if !l.released && self.seen.as_ref() == Some(l) => Some(self.expires_at(l)),
+            Some(l) if !l.released && self.is_seen(l) => Some(self.expires_at(l)),
             _ => None,
         }
     }
@@ -436,9 +450,7 @@ impl LeaseWatch {
     /// last renewal is less than the renew deadline old.
     pub fn is_leader(&self, lease: Option<&Lease>, me: SourceId, now_ms: u64) -> bool {
         match lease {
-            Some(l) if l.is_held_by(me) && self.seen.as_ref() == Some(l) => {
-                now_ms < self.renew_deadline_at()
-            }
+            Some(l) if l.is_held_by(me) && self.is_seen(l) => now_ms < self.renew_deadline_at(),
             _ => false,
         }
     }
@@ -507,7 +519,12 @@ impl LeaseWatch {
         if !self.is_leader(Some(lease), me, now_ms) {
             return Err(LeaseError::PastRenewDeadline { term: lease.term });
         }
-        let next = lease.renewed();
+        // The holder's own timings, never what the record came to say: a record a
+        // corrupted peer re-sent under the same key may have won the merge.
+        let next = Lease {
+            duration_ms: self.config.duration_ms,
+            ..lease.renewed()
+        };
         self.observe(Some(&next), now_ms);
         Ok(next)
     }

@@ -180,18 +180,39 @@ impl<K: Ord + Clone, V: Clone + Ord> LwwMap<K, V> {
         value: V,
         writer: &mut Writer<'_>,
     ) {
-        let one = self.write_insert(key, value, writer);
-        let _ = delta.merge(&one);
+        self.record_into(delta, key, Some(value), writer);
     }
 
     /// Records the removal of `key` into `delta` (see [`LwwMap::write_insert_into`]).
+    ///
+    /// A key written twice in one call keeps the later write: its stamp is minted past
+    /// the earlier one's, which it replaces in the delta.
     pub fn write_remove_into<Q>(&self, delta: &mut LwwMap<K, V>, key: &Q, writer: &mut Writer<'_>)
     where
         K: Borrow<Q>,
         Q: Ord + ToOwned<Owned = K> + ?Sized,
     {
-        let one = self.write_remove(key, writer);
-        let _ = delta.merge(&one);
+        self.record_into(delta, key.to_owned(), None, writer);
+    }
+
+    /// Writes `key` (a value, or a tombstone) into `delta`, stamped past both the
+    /// state's register and any earlier write of this call to it.
+    fn record_into(
+        &self,
+        delta: &mut LwwMap<K, V>,
+        key: K,
+        value: Option<V>,
+        writer: &mut Writer<'_>,
+    ) {
+        let earlier = delta.prev_stamp(&key);
+        let stamp = writer.next_stamp(&self.prev_stamp(&key).max(earlier));
+        if stamp.is_zero() {
+            return;
+        }
+        if !earlier.is_zero() {
+            writer.supersede(&earlier);
+        }
+        let _ = delta.merge(&Self::single(key, Lww::from_parts(stamp, value)));
     }
 
     /// Sets `key` to `value` and returns the delta to send.

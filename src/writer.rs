@@ -94,6 +94,14 @@ impl<'a> Writer<'a> {
         &self.minted
     }
 
+    /// Forgets one minted `stamp`, replaced in the delta by a later write of the same
+    /// call to the same register.
+    pub(crate) fn supersede(&mut self, stamp: &Stamp) {
+        if let Some(i) = self.minted.iter().position(|m| m == stamp) {
+            self.minted.swap_remove(i);
+        }
+    }
+
     /// The stamp for a write to a register whose current stamp is `prev`: greater than
     /// `prev`, and in leader mode carrying exactly this writer's term.
     ///

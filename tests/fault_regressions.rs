@@ -327,9 +327,8 @@ fn a_state_larger_than_one_message_is_restored_synced_and_sent_in_parts() {
     // A single write of 100 keys is larger than a message too: it travels in parts.
     a.write(now, |s, d, w| {
         for k in 100..200 {
-            let _ = d
-                .notes
-                .merge(&s.notes.write_insert(k, format!("bulk {k}"), w));
+            s.notes
+                .write_insert_into(&mut d.notes, k, format!("bulk {k}"), w);
         }
     })
     .unwrap();

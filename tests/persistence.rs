@@ -49,9 +49,8 @@ fn a_small_write_into_a_large_state_appends_a_few_bytes() {
         let mut log = Vec::new();
         r.write(NOW, |s, d, w| {
             for k in 0..10_000 {
-                let _ = d
-                    .notes
-                    .merge(&s.notes.write_insert(k, format!("note {k}"), w));
+                s.notes
+                    .write_insert_into(&mut d.notes, k, format!("note {k}"), w);
             }
         })
         .unwrap();
@@ -184,7 +183,7 @@ fn written(codec: Codec, base: &[(u32, String)], deltas: &[Vec<(u32, String)>]) 
     {
         r.write(NOW.after(at as u64), |s, d, w| {
             for (k, v) in keys {
-                let _ = d.notes.merge(&s.notes.write_insert(*k, v.clone(), w));
+                s.notes.write_insert_into(&mut d.notes, *k, v.clone(), w);
             }
         })
         .unwrap();

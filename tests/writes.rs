@@ -147,3 +147,38 @@ fn a_request_too_large_for_one_message_is_refused_and_one_that_fits_arrives() {
     leader.request(at(t + 3), "z".repeat(4_096)).unwrap();
     assert_eq!(leader.config().mode, SyncMode::Leader);
 }
+
+#[test]
+fn a_key_recorded_twice_in_one_write_keeps_the_later_value_everywhere() {
+    let mut r = distributed(1);
+    r.write(at(1), |s, d, w| {
+        s.notes
+            .write_insert_into(&mut d.notes, "k".into(), "zz first".into(), w);
+        s.notes
+            .write_insert_into(&mut d.notes, "k".into(), "aa second".into(), w);
+    })
+    .unwrap();
+    assert_eq!(
+        r.state().notes.get("k").map(String::as_str),
+        Some("aa second")
+    );
+    // Assigning two deltas of one key in turn is refused: which would win is not the
+    // order of writing but the order of the values under one stamp.
+    let result = r.write(at(2), |s, d, w| {
+        let _ = d
+            .notes
+            .merge(&s.notes.write_insert("k".into(), "zz".into(), w));
+        let _ = d
+            .notes
+            .merge(&s.notes.write_insert("k".into(), "aa".into(), w));
+    });
+    assert_eq!(result, Err(WriteError::Dropped { count: 1 }));
+    let mut peer = distributed(2);
+    for m in sent(&mut r) {
+        peer.handle_message(at(3), &m);
+    }
+    assert_eq!(
+        peer.state().notes.get("k").map(String::as_str),
+        Some("aa second")
+    );
+}

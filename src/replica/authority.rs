@@ -30,6 +30,9 @@ pub(super) struct AuthorityLink {
     /// The highest term this replica gave up or was told it lost: a grant of it or of
     /// an older term, arriving late or duplicated, is stale and never led.
     spent: u64,
+    /// The highest term asked for: a grant of an older term, arriving late or
+    /// replayed, is one this replica has moved past.
+    asked_term: u64,
     /// The first ask that may speak against the grant held: answers to asks before the
     /// grant began (a delayed refusal of an earlier ask) are about an earlier state of
     /// the authority and do not depose the holder.
@@ -39,6 +42,7 @@ pub(super) struct AuthorityLink {
 impl AuthorityLink {
     /// Asks for `term`.
     pub(super) fn acquire(&mut self, term: u64, duration_ms: u64, now_ms: u64) {
+        self.asked_term = self.asked_term.max(term);
         let ask = self.remember(term, false, now_ms);
         self.outbox.push_back(AuthorityRequest::Acquire {
             ask,
@@ -70,14 +74,22 @@ impl AuthorityLink {
         self.outbox.push_back(AuthorityRequest::Release { term });
     }
 
+    /// Hands back a grant of `term` this replica cannot lead (one above
+    /// [`MAX_TERM`](crate::MAX_TERM)) without counting it as spent: it says nothing of
+    /// the terms this replica may still be granted.
+    pub(super) fn hand_back(&mut self, term: u64) {
+        self.outbox.push_back(AuthorityRequest::Release { term });
+    }
+
     /// `term` can never be led here again: it was given up, lost, or cannot be written.
     pub(super) fn spend(&mut self, term: u64) {
         self.spent = self.spent.max(term);
     }
 
-    /// Whether a grant of `term` is stale: a term this replica gave up or lost.
-    pub(super) fn is_spent(&self, term: u64) -> bool {
-        term <= self.spent
+    /// Whether a grant of `term` is stale: a term this replica gave up or lost, or one
+    /// older than a term it has asked for since.
+    pub(super) fn is_stale(&self, term: u64) -> bool {
+        term <= self.spent || term < self.asked_term
     }
 
     /// Whether an answer to `ask` may speak against the grant held: it answers an ask

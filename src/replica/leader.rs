@@ -228,7 +228,8 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             return;
         };
         if let Some(link) = self.leadership.authority.as_mut() {
-            link.renew(term, lease.duration_ms, now.mono_ms);
+            // Its own duration: the record's may have come from a corrupted peer.
+            link.renew(term, self.config.lease.duration_ms, now.mono_ms);
         }
         match self
             .leadership
@@ -325,17 +326,17 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         let Some(link) = self.leadership.authority.as_mut() else {
             return;
         };
-        if link.is_spent(term) {
-            // A late or duplicated grant of a term this replica gave up or lost: the
-            // authority has moved on (another replica may hold a newer term).
+        if link.is_stale(term) {
+            // A late or duplicated grant of a term this replica gave up or lost, or has
+            // asked past: the authority has moved on (another replica, or this one in
+            // the newer term, may hold it).
             tracing::debug!(source = %self.me, term, "stale grant ignored");
             return;
         }
         if term > MAX_TERM {
             // No write could carry it: leading it would hold the lock and do nothing.
             tracing::warn!(source = %self.me, term, "granted a term above MAX_TERM; handed back");
-            link.release(term);
-            self.leadership.claim_retry_at = u64::MAX;
+            link.hand_back(term);
             return;
         }
         if self.leadership.leading == Some(term) {

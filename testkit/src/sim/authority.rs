@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use replisync::authority::{AuthorityAnswer, AuthorityRequest, LeaseArbiter};
-use replisync::{Faults, SourceId};
+use replisync::Faults;
 
 use super::Rng;
 
@@ -116,28 +116,5 @@ impl SimAuthority {
             .find(|(_, (node, _, flight))| deliverable(*node, flight))
             .map(|(k, _)| *k)?;
         self.flights.remove(&key)
-    }
-
-    /// Decides `request` of `from` at `now`: the answer, and the holder whose grant the
-    /// decision ended (to be told).
-    pub fn decide(
-        &mut self,
-        now: u64,
-        from: SourceId,
-        request: &AuthorityRequest,
-    ) -> (Option<AuthorityAnswer>, Option<(SourceId, u64)>) {
-        let before = self.arbiter_holder_any();
-        let answer = self.arbiter.answer(now, from, request);
-        let after = self.arbiter_holder_any();
-        let ended = match (before, after) {
-            (Some(b), Some(a)) if b.0 != a.0 => Some(b),
-            _ => None,
-        };
-        (answer, ended)
-    }
-
-    /// The last holder the arbiter granted to, expired or not.
-    fn arbiter_holder_any(&self) -> Option<(SourceId, u64)> {
-        self.arbiter.holder(0)
     }
 }

@@ -3,7 +3,7 @@
 //! holders, and, in the converged state, fencing, durability, convergence that encodes,
 //! and peers that are still heard.
 
-use replisync::{DecodeError, Merge, Persist, SourceId, Stamp, SyncMode, Writer};
+use replisync::{DecodeError, Persist, SourceId, Stamp, SyncMode, Writer};
 
 use super::oracle::{self, registers, stamps, Reg};
 use super::{wire, Check, Departure, Replica, Req, Session, World, BLOB_KEY, PROBE_KEY};
@@ -482,7 +482,7 @@ pub(super) fn write_for(s: &Session, d: &mut Session, w: &mut Writer<'_>, reques
         Req::Forget(k) => d.notes = s.notes.write_remove(&k, w),
         Req::Bulk(first, count, v) => {
             for k in first..first.saturating_add(count) {
-                let _ = d.notes.merge(&s.notes.write_insert(k, v, w));
+                s.notes.write_insert_into(&mut d.notes, k, v, w);
             }
         }
         Req::Pair(a, b, v) => d.pairs = s.pairs.write_insert((a, b), v, w),

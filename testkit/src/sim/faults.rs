@@ -300,6 +300,27 @@ impl World {
         self.failover(false)
     }
 
+    /// The current leader; when there is none and `lapse_allowed` (an authority's grant
+    /// may run out unrenewed under faults, and its holder then steps down by design),
+    /// the first leader within `within_ms`.
+    fn await_leader(
+        &mut self,
+        lapse_allowed: bool,
+        within_ms: u64,
+    ) -> Result<Option<usize>, String> {
+        let until = self.time + within_ms;
+        loop {
+            if let Some(l) = self.current_leader() {
+                return Ok(Some(l));
+            }
+            if !lapse_allowed || self.time > until {
+                return Ok(None);
+            }
+            let t = self.time + 1;
+            self.run_until(t, false)?;
+        }
+    }
+
     /// The failover measurements. Under faults the bounds add the allowed delay and the
     /// longest a message can take (reordering holds one back for up to 3 × the maximum
     /// delay), and a lost release makes the leave bound the crash bound. In some runs the
@@ -337,32 +358,24 @@ impl World {
         // With an authority whose link is slower than the lease's margins allow, a
         // grant can run out unrenewed (the holder then steps down, by design): a leader
         // must then be back within one failover bound.
-        let leader = match self.current_leader() {
-            Some(l) => l,
-            None if under_faults && self.opts.authority => {
-                let until = self.time + lease.duration_ms + lease.renew_interval_ms + slack;
-                loop {
-                    if let Some(l) = self.current_leader() {
-                        break l;
-                    }
-                    if self.time > until {
-                        return Err("failover: no leader after convergence".into());
-                    }
-                    let t = self.time + 1;
-                    self.run_until(t, false)?;
-                }
-            }
-            None => return Err("failover: no leader after convergence".into()),
+        let lapse_allowed = under_faults && self.opts.authority;
+        let back_by = lease.duration_ms + lease.renew_interval_ms + slack;
+        let Some(leader) = self.await_leader(lapse_allowed, back_by)? else {
+            return Err("failover: no leader after convergence".into());
         };
         let trap = self.spring_lease_trap(leader)?;
-        let leader = match (&trap, self.current_leader()) {
-            (None, _) => leader,
-            (Some(_), Some(l)) => l,
-            (Some(what), None) => {
-                return Err(format!(
-                    "failover after a crafted lease record: no leader once the copy arrived (crafted: {what})"
-                ))
-            }
+        let leader = match &trap {
+            None => leader,
+            // The crafted copy may have raced a step-down the faults caused (a grant run
+            // out unrenewed): a leader must then be back within the same bound.
+            Some(what) => match self.await_leader(lapse_allowed, back_by)? {
+                Some(l) => l,
+                None => {
+                    return Err(format!(
+                        "failover after a crafted lease record: no leader once the copy arrived (crafted: {what})"
+                    ))
+                }
+            },
         };
         self.depart(leader, Departure::Crash)?;
         let crashed_at = self.time;

@@ -295,10 +295,17 @@ pub fn sim_config(mode: SyncMode, codec: Codec) -> Config {
 
 const EPOCH: u64 = 1_700_000_000_000;
 
-/// How many inputs the replicas may take at one world instant before the world counts
-/// as livelocked (a replica that wants a tick at the very instant it was given one, or
-/// asks its authority again at once after every answer, forever).
+/// How many inputs other than messages (ticks, authority answers, the workload) the
+/// replicas may take at one world instant before the world counts as livelocked (a
+/// replica that wants a tick at the very instant it was given one, or asks its
+/// authority again at once after every answer, forever).
 const MAX_INPUTS_AT_ONE_INSTANT: u64 = 5_000;
+
+/// How many messages may be delivered at one world instant before the world counts as
+/// livelocked (replicas answering each other at zero delay, forever). Far above
+/// [`MAX_INPUTS_AT_ONE_INSTANT`]: a backlog of full-state parts sent at once to many
+/// peers may fall due in one millisecond without anything looping.
+const MAX_MESSAGES_AT_ONE_INSTANT: u64 = 500_000;
 
 /// The note keys the write probe uses (above any the workload writes).
 const PROBE_KEY: u16 = u16::MAX - 64;
@@ -430,8 +437,11 @@ pub struct World {
     trap_sprung: Option<String>,
     /// How many restarts found a damaged store.
     pub damaged: u64,
-    /// The world instant of the last drain, and how many drains it has seen.
-    instant: (u64, u64),
+    /// The world instant of the last drain, and how many drains it has seen: after
+    /// other inputs, and after messages.
+    instant: (u64, u64, u64),
+    /// Whether the drain at hand follows a message delivery.
+    delivering_message: bool,
 }
 
 pub type Check = Result<(), String>;
@@ -487,7 +497,8 @@ impl World {
             lease_trap: None,
             trap_sprung: None,
             damaged: 0,
-            instant: (0, 0),
+            instant: (0, 0, 0),
+            delivering_message: false,
             opts,
         };
         for i in 0..world.opts.nodes {
@@ -757,13 +768,18 @@ impl World {
     /// checks monotonic reads, leases, persistence and what the store restores to.
     pub fn drain(&mut self, i: usize) -> Check {
         let now_world = self.time;
-        if self.instant.0 == now_world {
-            self.instant.1 += 1;
-            if self.instant.1 > MAX_INPUTS_AT_ONE_INSTANT {
-                return Err(self.livelock_report());
-            }
+        if self.instant.0 != now_world {
+            self.instant = (now_world, 0, 0);
+        }
+        if self.delivering_message {
+            self.instant.2 += 1;
         } else {
-            self.instant = (now_world, 0);
+            self.instant.1 += 1;
+        }
+        if self.instant.1 > MAX_INPUTS_AT_ONE_INSTANT
+            || self.instant.2 > MAX_MESSAGES_AT_ONE_INSTANT
+        {
+            return Err(self.livelock_report());
         }
         let (asked, sent, persisted, events) = {
             let Some(r) = self.nodes[i].replica.as_mut() else {
@@ -771,7 +787,7 @@ impl World {
             };
             let asked: Vec<_> = std::iter::from_fn(|| r.poll_authority()).collect();
             let sent: Vec<Vec<u8>> = std::iter::from_fn(|| r.poll_transmit()).collect();
-            let persisted = r.poll_persist();
+            let persisted: Vec<_> = std::iter::from_fn(|| r.poll_persist()).collect();
             let events: Vec<Event<Req>> = std::iter::from_fn(|| r.poll_event()).collect();
             (asked, sent, persisted, events)
         };
@@ -846,8 +862,8 @@ impl World {
             return self.depart(i, Departure::Crash);
         }
         self.transmit(i, sent);
-        if let Some(bytes) = persisted {
-            self.persisted(i, bytes)?;
+        for persist in persisted {
+            self.persisted(i, persist)?;
         }
         for request in writes {
             self.apply(i, request)?;
@@ -970,7 +986,7 @@ impl World {
             })
             .collect();
         format!(
-            "livelock: more than {MAX_INPUTS_AT_ONE_INSTANT} inputs at t={} without time moving; ticks due at once: {stuck:?}; leases: {leases:?}",
+            "livelock: more than {MAX_INPUTS_AT_ONE_INSTANT} inputs or {MAX_MESSAGES_AT_ONE_INSTANT} messages at t={} without time moving; ticks due at once: {stuck:?}; leases: {leases:?}",
             self.time
         )
     }
@@ -1034,7 +1050,10 @@ impl World {
                     self.admitted.insert((from, i), self.time);
                 }
             }
-            self.drain(i)?;
+            self.delivering_message = true;
+            let drained = self.drain(i);
+            self.delivering_message = false;
+            drained?;
             self.requests.delivering.clear();
             if !carried.is_empty() {
                 self.check_leave_taken(i, &carried)?;
@@ -1078,14 +1097,17 @@ impl World {
             };
             match flight {
                 Flight::Request(request) => {
-                    let (answer, ended) = auth.decide(time, self.nodes[i].id, &request);
-                    if let Some(answer) = answer {
-                        auth.send(&mut self.rng, time, (i, run), Flight::Answer(answer));
-                    }
-                    if let Some((holder, term)) = ended {
+                    let decision = auth.arbiter.decide(time, self.nodes[i].id, &request);
+                    // The adapter learns of the loss when the authority decides, so the
+                    // holder it ended hears of it before the new holder can hear of its
+                    // grant (which travels after the decision).
+                    if let Some((holder, term)) = decision.ended {
                         if let Some(j) = self.nodes.iter().position(|n| n.id == holder) {
                             auth.report_lost(time, (j, self.nodes[j].run), term);
                         }
+                    }
+                    if let Some(answer) = decision.answer {
+                        auth.send(&mut self.rng, time, (i, run), Flight::Answer(answer));
                     }
                 }
                 Flight::Answer(_) if run != self.nodes[i].run => {}

@@ -313,8 +313,6 @@ pub struct Group {
     hub: Rc<Hub>,
     /// Its entry in `OPEN`.
     key: u64,
-    /// `Config::max_message_bytes`: a request to forward must fit in one message.
-    max_message_bytes: usize,
 }
 
 /// Opens a group (see `GroupOptions`); the promise rejects with a `TypeError` for bad
@@ -337,7 +335,6 @@ pub fn open_group(
 impl Group {
     fn open(options: &JsValue) -> Result<Group, JsValue> {
         let options = parse_options(options)?;
-        let max_message_bytes = options.config.max_message_bytes;
         let replica: WebReplica<JsonMap, JsonText> =
             WebReplica::open(options).map_err(|e| open_error(&e))?;
         let hub = Rc::new(Hub::new());
@@ -345,12 +342,7 @@ impl Group {
         replica.subscribe(move |event, group| listening.on_event(event, group));
         let key = NEXT_OPEN.with(|n| n.replace(n.get() + 1));
         OPEN.with(|open| open.borrow_mut().push((key, replica.clone())));
-        Ok(Group {
-            replica,
-            hub,
-            key,
-            max_message_bytes,
-        })
+        Ok(Group { replica, hub, key })
     }
 
     /// A `GroupClosedError` once closed.
@@ -502,17 +494,7 @@ impl Group {
         let text = json_argument("request", &value)?;
         self.check_open()?;
         // A request to forward must fit in one message: the core refuses one that does
-        // not (`WriteError::Encode(TooLarge)`); one whose JSON alone is over the limit
-        // is refused here without encoding it.
-        let forwarded = self.replica.mode() == SyncMode::Leader && !self.replica.is_leader();
-        if forwarded && text.len() > self.max_message_bytes {
-            return Err(group_error(&GroupError::Write(WriteError::Encode(
-                DecodeError::TooLarge {
-                    len: text.len(),
-                    max: self.max_message_bytes,
-                },
-            ))));
-        }
+        // not (`WriteError::Encode(TooLarge)`, a `TooLargeError` here).
         self.replica
             .request(JsonText::new(text))
             .map_err(|e| group_error(&e))
