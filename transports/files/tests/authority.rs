@@ -236,3 +236,46 @@ fn the_lock_table_against_flock() {
         drop(other);
     }
 }
+
+/// A process waiting on the lock file when it is removed must not be granted the lease
+/// on the removed file once its holder lets go of it: the file named `lease` is the
+/// lock, and whoever holds that one leads (issue 17, defect 4).
+#[test]
+fn a_waiter_on_a_removed_lock_file_is_not_granted() {
+    let dir = Scratch::new("authority-removed-waiter");
+    let (a, b) = (SourceId::from_u128(1), SourceId::from_u128(2));
+    let at_a = FileAuthority::open(dir.path(), a, &Options::default()).unwrap();
+    let from_a = at_a.answers();
+    let first = granted(&answer(&from_a)).expect("a holds the lock");
+    // b waits on the file now named `lease`.
+    let at_b = FileAuthority::open(dir.path(), b, &Options::default()).unwrap();
+    let from_b = at_b.answers();
+    std::thread::sleep(Duration::from_millis(50));
+    std::fs::remove_file(at_a.path()).unwrap();
+    // a lets go of the removed file; one of the two locks the new one, and only one.
+    assert_eq!(answer(&from_a), AuthorityAnswer::Lost { term: first });
+    let (holder, waiter, mut at_holder, at_waiter, from_waiter, second) = loop {
+        if let Ok(g) = from_a.try_recv() {
+            break (a, b, at_a, at_b, from_b, granted(&g).expect("a grant"));
+        }
+        if let Ok(g) = from_b.try_recv() {
+            break (b, a, at_b, at_a, from_a, granted(&g).expect("a grant"));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    // (b never saw term `first`, whose record was removed: it may be granted it again,
+    // and its replica, which heard of it, then moves to a newer term.)
+    let _ = first;
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        from_waiter.try_recv().ok(),
+        None,
+        "{waiter} granted while {holder} holds the lease"
+    );
+    let text = std::fs::read_to_string(at_holder.path()).unwrap();
+    assert_eq!(text, format!("{second} {:032x}\n", holder.as_u128()));
+    at_holder.handle(holder, AuthorityRequest::Release { term: second });
+    let third = granted(&answer(&from_waiter)).expect("the other holds the lease once released");
+    assert!(third > second, "term {third} after {second}");
+    drop(at_waiter);
+}
