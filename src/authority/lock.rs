@@ -407,3 +407,135 @@ impl LockArbiter {
         self.out.push_back(LockOutput::Medium(action));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The rows of the shared table (`replisync_testkit::lock`) run in
+    //! `tests/authority.rs`; here, what no real medium can be made to do on demand.
+    use super::*;
+
+    const ME: SourceId = SourceId::from_u128(1);
+
+    fn drain(arbiter: &mut LockArbiter) -> Vec<LockOutput> {
+        std::iter::from_fn(|| arbiter.poll()).collect()
+    }
+
+    fn held(term: u64) -> LockArbiter {
+        let mut arbiter = LockArbiter::new(ME);
+        arbiter.handle_fact(LockFact::Locked);
+        arbiter.handle_fact(LockFact::Recorded {
+            term: term - 1,
+            holder: None,
+        });
+        arbiter.handle_fact(LockFact::Raised { term });
+        drain(&mut arbiter);
+        arbiter
+    }
+
+    #[test]
+    fn a_record_that_cannot_be_raised_grants_nothing_and_lets_go() {
+        let mut arbiter = LockArbiter::new(ME);
+        arbiter.handle_request(AuthorityRequest::Acquire {
+            ask: 1,
+            term: 3,
+            duration_ms: 0,
+        });
+        arbiter.handle_fact(LockFact::Recorded {
+            term: 2,
+            holder: None,
+        });
+        arbiter.handle_fact(LockFact::Locked);
+        arbiter.handle_fact(LockFact::Recorded {
+            term: 2,
+            holder: None,
+        });
+        arbiter.handle_fact(LockFact::RaiseFailed { term: 3 });
+        let refused = |holder| {
+            LockOutput::Answer(AuthorityAnswer::Refused {
+                ask: Some(1),
+                term: 2,
+                holder,
+            })
+        };
+        assert_eq!(
+            drain(&mut arbiter),
+            vec![
+                LockOutput::Medium(LockAction::Take),
+                LockOutput::Medium(LockAction::ReadTerm),
+                refused(None),
+                LockOutput::Medium(LockAction::ReadTerm),
+                LockOutput::Medium(LockAction::WriteTerm {
+                    term: 3,
+                    holder: ME
+                }),
+                refused(None),
+                LockOutput::Medium(LockAction::Release),
+            ]
+        );
+        assert!(!arbiter.is_locked());
+
+        // A holder whose move fails keeps its term.
+        let mut arbiter = held(4);
+        arbiter.handle_request(AuthorityRequest::Acquire {
+            ask: 2,
+            term: 6,
+            duration_ms: 0,
+        });
+        arbiter.handle_fact(LockFact::RaiseFailed { term: 6 });
+        assert_eq!(
+            drain(&mut arbiter)[1..],
+            [LockOutput::Answer(AuthorityAnswer::Refused {
+                ask: Some(2),
+                term: 4,
+                holder: Some(ME)
+            })]
+        );
+        assert_eq!(arbiter.held(), Some(4));
+    }
+
+    #[test]
+    fn a_lock_that_comes_once_released_is_let_go() {
+        let mut arbiter = held(4);
+        arbiter.handle_request(AuthorityRequest::Release { term: 4 });
+        arbiter.handle_fact(LockFact::Locked);
+        assert_eq!(
+            drain(&mut arbiter),
+            vec![
+                LockOutput::Medium(LockAction::Release),
+                LockOutput::Medium(LockAction::Release)
+            ]
+        );
+        assert_eq!((arbiter.held(), arbiter.highest()), (None, 4));
+    }
+
+    #[test]
+    fn a_read_begun_before_the_lock_came_is_read_again() {
+        let mut arbiter = LockArbiter::new(ME);
+        arbiter.handle_request(AuthorityRequest::Acquire {
+            ask: 1,
+            term: 1,
+            duration_ms: 0,
+        });
+        arbiter.handle_fact(LockFact::Locked);
+        // The read was out before the lock came: another holder may have raised the
+        // record since, so the grant reads it again.
+        arbiter.handle_fact(LockFact::Recorded {
+            term: 2,
+            holder: None,
+        });
+        arbiter.handle_fact(LockFact::Recorded {
+            term: 7,
+            holder: None,
+        });
+        assert_eq!(
+            drain(&mut arbiter)[2..],
+            [
+                LockOutput::Medium(LockAction::ReadTerm),
+                LockOutput::Medium(LockAction::WriteTerm {
+                    term: 8,
+                    holder: ME
+                })
+            ]
+        );
+    }
+}
