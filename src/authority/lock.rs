@@ -122,13 +122,10 @@ enum Lock {
 /// };
 /// use replisync::SourceId;
 ///
-/// let me = SourceId::from_u128(1);
-/// let mut arbiter = LockArbiter::new(me);
-/// // The medium: a free lock, and a record beside it that says term 4.
-/// let mut recorded = 4;
-/// let mut answers = Vec::new();
-/// // Carries out every action, handing back the facts they end in.
-/// let mut run = |arbiter: &mut LockArbiter, recorded: &mut u64| {
+/// // The medium: a free lock, and a record beside it. Carries out every output, hands
+/// // back the facts they end in, and returns the answers for the replica.
+/// fn run(arbiter: &mut LockArbiter, recorded: &mut u64) -> Vec<AuthorityAnswer> {
+///     let mut answers = Vec::new();
 ///     while let Some(output) = arbiter.poll() {
 ///         let fact = match output {
 ///             LockOutput::Answer(answer) => { answers.push(answer); continue }
@@ -144,16 +141,25 @@ enum Lock {
 ///         };
 ///         arbiter.handle_fact(fact);
 ///     }
-/// };
-/// run(&mut arbiter, &mut recorded);
+///     answers
+/// }
+///
+/// let mut arbiter = LockArbiter::new(SourceId::from_u128(1));
+/// let mut recorded = 4;
 /// // The lock was free: term 5 is granted unasked, until lost.
-/// assert_eq!(answers.pop(), Some(AuthorityAnswer::Granted { ask: None, term: 5, valid_ms: None }));
+/// assert_eq!(
+///     run(&mut arbiter, &mut recorded),
+///     [AuthorityAnswer::Granted { ask: None, term: 5, valid_ms: None }]
+/// );
 /// assert_eq!((arbiter.held(), recorded), (Some(5), 5));
 ///
 /// // The holder moves on to a newer term.
 /// arbiter.handle_request(AuthorityRequest::Acquire { ask: 1, term: 9, duration_ms: 3_000 });
-/// run(&mut arbiter, &mut recorded);
-/// assert_eq!(answers.pop(), Some(AuthorityAnswer::Granted { ask: Some(1), term: 9, valid_ms: None }));
+/// assert_eq!(
+///     run(&mut arbiter, &mut recorded),
+///     [AuthorityAnswer::Granted { ask: Some(1), term: 9, valid_ms: None }]
+/// );
+/// assert_eq!(recorded, 9);
 ///
 /// // The medium took the lock away: the grant is lost.
 /// arbiter.handle_fact(LockFact::Lost);

@@ -58,13 +58,13 @@ const CHECK_HELD_EVERY: Duration = Duration::from_millis(250);
 ///
 /// let dir = std::env::temp_dir().join(format!("authority-doc-{}", std::process::id()));
 /// let (a, b) = (SourceId::from_u128(1), SourceId::from_u128(2));
-/// let at_a = FileAuthority::open(&dir, a, &Options::default())?;
-/// let mut at_b = FileAuthority::open(&dir, b, &Options::default())?;
 /// let wait = Duration::from_secs(10);
+/// let at_a = FileAuthority::open(&dir, a, &Options::default())?;
 ///
 /// // The first to lock is granted a term, unasked.
 /// let Ok(AuthorityAnswer::Granted { term, valid_ms: None, .. }) = at_a.answers().recv_timeout(wait)
 /// else { panic!("a holds the lock") };
+/// let mut at_b = FileAuthority::open(&dir, b, &Options::default())?;
 /// // The other is refused, and told who holds which term.
 /// at_b.handle(b, AuthorityRequest::Acquire { ask: 0, term: term + 1, duration_ms: 3_000 });
 /// assert!(matches!(
