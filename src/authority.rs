@@ -1,7 +1,13 @@
 //! Lease authorities: the conversation between a replica and the arbiter that makes the
-//! lease exclusive, and a sans-IO arbiter that decides it.
+//! lease exclusive, and the sans-IO arbiters that decide it: [`LeaseArbiter`] for a
+//! timed authority, [`LockArbiter`] for a lock (`flock`, Web Locks) with a term
+//! recorded beside it.
 
 use crate::SourceId;
+
+mod lock;
+
+pub use lock::{LockAction, LockArbiter, LockFact, LockOutput};
 
 /// What a replica asks of its lease authority (leader mode, after
 /// [`Replica::with_authority`](crate::Replica::with_authority)), from

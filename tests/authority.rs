@@ -500,3 +500,15 @@ fn the_mutex_authority_tells_a_replaced_holder_it_lost_the_lease() {
     r.handle_authority(at(t0 + 1), AuthorityAnswer::Lost { term });
     assert!(!r.is_leader());
 }
+
+/// The lock authority's table (`replisync_testkit::lock`), row by row, against
+/// `LockArbiter` over a simulated lock: the answers the replica gets and the actions
+/// the medium is asked for. Each lock adapter runs the same rows against its medium.
+#[test]
+fn the_lock_arbiter_follows_the_lock_table() {
+    for row in replisync_testkit::lock::table() {
+        let (answers, actions) = replisync_testkit::lock::run_simulated(&row);
+        assert_eq!(answers, row.answers, "{}: the answers", row.name);
+        assert_eq!(actions, row.actions, "{}: the medium's actions", row.name);
+    }
+}

@@ -6,11 +6,14 @@
 //!   altered or delivered late;
 //! - [`mirror`]: the wire and store formats as another peer writes them, to craft
 //!   messages the library would never send;
-//! - [`conformance`]: the suite every transport runs.
+//! - [`conformance`]: the suite every transport runs;
+//! - [`lock`]: the table of a lock authority's behaviour, which the core's
+//!   `LockArbiter` and every lock adapter run.
 
 #![forbid(unsafe_code)]
 
 pub mod bench;
 pub mod conformance;
+pub mod lock;
 pub mod mirror;
 pub mod sim;

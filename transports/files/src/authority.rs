@@ -9,7 +9,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
-use replisync::authority::{AuthorityAnswer, AuthorityRequest};
+use replisync::authority::{
+    AuthorityAnswer, AuthorityRequest, LockAction, LockArbiter, LockFact, LockOutput,
+};
 use replisync::{Authority, SourceId};
 
 use crate::group::{self, LEASE};
@@ -25,21 +27,25 @@ const CHECK_HELD_EVERY: Duration = Duration::from_millis(250);
 /// `<dir>/lease` holds the lease, so leader mode has at most one holder among all the
 /// processes (and threads) on the directory.
 ///
-/// A thread waits on the lock (a blocking `flock`) from the start, and again after
-/// each request to acquire; once it holds the lock it reads the last term granted
-/// from the file, writes the next one (and the holder) and syncs it, and hands the
-/// replica an unasked grant valid until lost ([`AuthorityAnswer::Granted`] with
-/// `valid_ms: None`): the replica leads at once. The OS frees the lock of a process
-/// that dies, however it dies, so a waiting process takes over at once rather than
-/// after the lease expires; a leader that leaves releases the lock and a waiting
-/// process takes over just as fast. Terms strictly increase across holders: each is
-/// read and raised only under the lock.
+/// What to answer is decided by the core's [`LockArbiter`] (see it for every rule);
+/// this adapter only takes, releases and watches the lock and reads and writes the
+/// term beside it. A thread waits on the lock (a blocking `flock`) from the start, and
+/// again after a request to acquire that finds it not held; once it holds the lock
+/// (still the file named `lease`: a file removed or replaced while it waited is let go
+/// and the new one locked), the file's term is raised past every term seen (with the
+/// holder, synced), and the replica is handed an unasked grant valid until lost
+/// ([`AuthorityAnswer::Granted`] with `valid_ms: None`): it leads at once. The OS frees
+/// the lock of a process that dies, however it dies, so a waiting process takes over
+/// at once rather than after the lease expires; a leader that leaves releases the lock
+/// and a waiting process takes over just as fast. Terms strictly increase across
+/// holders: each is read and raised only under the lock.
 ///
 /// A request to acquire while another holds the lock is refused with the term and
-/// holder the file names (the wait goes on). A grant is reported
-/// [lost](AuthorityAnswer::Lost) if the lock file is removed or replaced while held.
-/// A thread still waiting when the authority is dropped ends once the lock comes free
-/// (and lets go of it at once).
+/// holder the file names (the wait goes on). A release lets go of the lock and does
+/// not wait for it again until the next request to acquire. A grant is reported
+/// [lost](AuthorityAnswer::Lost) if the lock file is removed or replaced while held
+/// (and the new file is waited on). A thread still waiting when the authority is
+/// dropped ends once the lock comes free (and lets go of it at once).
 ///
 /// [`open`](crate::open) and [`driver`](crate::driver) use it in leader mode unless
 /// [`Options::authority`] is off.
@@ -52,13 +58,13 @@ const CHECK_HELD_EVERY: Duration = Duration::from_millis(250);
 ///
 /// let dir = std::env::temp_dir().join(format!("authority-doc-{}", std::process::id()));
 /// let (a, b) = (SourceId::from_u128(1), SourceId::from_u128(2));
-/// let at_a = FileAuthority::open(&dir, a, &Options::default())?;
-/// let mut at_b = FileAuthority::open(&dir, b, &Options::default())?;
 /// let wait = Duration::from_secs(10);
+/// let at_a = FileAuthority::open(&dir, a, &Options::default())?;
 ///
 /// // The first to lock is granted a term, unasked.
 /// let Ok(AuthorityAnswer::Granted { term, valid_ms: None, .. }) = at_a.answers().recv_timeout(wait)
 /// else { panic!("a holds the lock") };
+/// let mut at_b = FileAuthority::open(&dir, b, &Options::default())?;
 /// // The other is refused, and told who holds which term.
 /// at_b.handle(b, AuthorityRequest::Acquire { ask: 0, term: term + 1, duration_ms: 3_000 });
 /// assert!(matches!(
@@ -85,7 +91,7 @@ impl std::fmt::Debug for FileAuthority {
         let state = self.shared.lock();
         f.debug_struct("FileAuthority")
             .field("path", &self.shared.path)
-            .field("held", &state.held.as_ref().map(|h| h.term))
+            .field("held", &state.arbiter.held())
             .field("waiting", &state.waiting)
             .finish_non_exhaustive()
     }
@@ -94,7 +100,6 @@ impl std::fmt::Debug for FileAuthority {
 /// What the replica's side and the waiting thread share.
 struct Shared {
     path: PathBuf,
-    me: SourceId,
     tx: Sender<AuthorityAnswer>,
     reporter: Reporter,
     state: Mutex<State>,
@@ -102,30 +107,16 @@ struct Shared {
     changed: Condvar,
 }
 
-#[derive(Default)]
 struct State {
-    /// The lock held, and the term granted with it.
-    held: Option<Held>,
-    /// Whether the replica wants the lease (from the start, and after each acquire
-    /// request, until it releases).
-    want: bool,
-    /// The latest acquire request: its ask, and the term it asked for.
-    asked: Option<(u64, u64)>,
+    arbiter: LockArbiter,
+    /// The lock file held, and which taking of the lock it is.
+    held: Option<(File, u64)>,
+    /// Counts the takings of the lock, so that a watching thread knows its own.
+    takes: u64,
     /// A thread is blocked on the lock.
     waiting: bool,
     /// The authority was dropped.
     closed: bool,
-    /// Counts grants, so that a holding thread knows when its grant is over.
-    grants: u64,
-    /// The highest term this authority has seen (in the file, or granted): a lock file
-    /// removed and made anew does not bring back an old term.
-    known: u64,
-}
-
-struct Held {
-    file: File,
-    term: u64,
-    grant: u64,
 }
 
 impl Shared {
@@ -133,9 +124,58 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn send(&self, answer: AuthorityAnswer) {
-        // The receiver lives in the authority; once it is dropped, no one asks.
-        let _ = self.tx.send(answer);
+    fn report(&self, error: String) {
+        self.reporter.report(Report::Lease {
+            path: self.path.clone(),
+            error,
+        });
+    }
+
+    /// Carries out the arbiter's outputs: answers to the replica, actions on the lock.
+    fn carry_out(self: &Arc<Self>, state: &mut State) {
+        while let Some(output) = state.arbiter.poll() {
+            let fact = match output {
+                LockOutput::Answer(answer) => {
+                    // The receiver lives in the authority; once it is dropped, no one asks.
+                    let _ = self.tx.send(answer);
+                    continue;
+                }
+                LockOutput::Medium(LockAction::Take) => {
+                    wait_for_lock(self, state);
+                    continue;
+                }
+                LockOutput::Medium(LockAction::Release) => {
+                    // Dropping the file lets go of the lock; a waiting process (or
+                    // thread) takes it at once.
+                    state.held = None;
+                    self.changed.notify_all();
+                    continue;
+                }
+                LockOutput::Medium(LockAction::ReadTerm) => {
+                    let (term, holder) = match state.held.as_mut() {
+                        Some((file, _)) => read_lease(file),
+                        None => {
+                            open_lease(&self.path).map_or((0, None), |mut f| read_lease(&mut f))
+                        }
+                    };
+                    LockFact::Recorded { term, holder }
+                }
+                LockOutput::Medium(LockAction::WriteTerm { term, holder }) => {
+                    let written = match state.held.as_mut() {
+                        Some((file, _)) => write_lease(file, term, holder),
+                        None => Err(io::Error::other("the lock is not held")),
+                    };
+                    match written {
+                        Ok(()) => LockFact::Raised { term },
+                        Err(e) => {
+                            self.report(format!("raising the lease term to {term}: {e}"));
+                            LockFact::RaiseFailed { term }
+                        }
+                    }
+                }
+            };
+            state.arbiter.handle_fact(fact);
+        }
     }
 }
 
@@ -157,18 +197,18 @@ impl FileAuthority {
         let (tx, answers) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
             path,
-            me,
             tx,
             reporter: Reporter::new(options.reports.clone()),
             state: Mutex::new(State {
-                want: true,
-                ..State::default()
+                arbiter: LockArbiter::new(me),
+                held: None,
+                takes: 0,
+                waiting: false,
+                closed: false,
             }),
             changed: Condvar::new(),
         });
-        let mut state = shared.lock();
-        wait_for_lock(&shared, &mut state);
-        drop(state);
+        shared.carry_out(&mut shared.lock());
         Ok(FileAuthority { shared, answers })
     }
 
@@ -212,9 +252,20 @@ fn write_lease(file: &mut File, term: u64, holder: SourceId) -> io::Result<()> {
     file.sync_data()
 }
 
+/// The file's identity: a file removed or replaced has another.
+fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
+    (meta.dev(), meta.ino())
+}
+
+/// Whether `file` is still the one named `path`.
+fn is_named(file: &File, path: &Path) -> bool {
+    let named = std::fs::metadata(path).map(|m| identity(&m));
+    file.metadata().map(|m| identity(&m)).ok() == named.ok()
+}
+
 /// Starts a thread that blocks on the lock, unless one is waiting or the lock is held.
 fn wait_for_lock(shared: &Arc<Shared>, state: &mut State) {
-    if state.waiting || state.held.is_some() || state.closed || !state.want {
+    if state.waiting || state.held.is_some() || state.closed {
         return;
     }
     state.waiting = true;
@@ -224,46 +275,59 @@ fn wait_for_lock(shared: &Arc<Shared>, state: &mut State) {
         .spawn(move || hold(&shared_for_thread));
     if let Err(e) = spawned {
         state.waiting = false;
-        shared.reporter.report(Report::Lease {
-            path: shared.path.clone(),
-            error: format!("no thread to wait on the lease lock: {e}"),
-        });
+        shared.report(format!("no thread to wait on the lease lock: {e}"));
+        state.arbiter.handle_fact(LockFact::Lost); // the next acquire tries again
     }
 }
 
-/// The waiting thread: blocks on the lock; once it holds it, grants the next term and
-/// then checks, until the grant ends, that the lock file is still the one locked.
+/// Blocks until the lock on the file named `path` is held. A file removed or replaced
+/// while waiting on it is let go, and the one named `path` now is locked instead:
+/// holding the lock of a file no longer named `lease` would let a second process hold
+/// the lease.
+fn lock_named(path: &Path) -> io::Result<File> {
+    loop {
+        let file = open_lease(path)?;
+        file.lock()?;
+        if is_named(&file, path) {
+            return Ok(file);
+        }
+    }
+}
+
+/// The waiting thread: blocks on the lock; once it holds it, tells the arbiter, and
+/// then checks, until it lets go, that the lock file is still the one locked.
 fn hold(shared: &Arc<Shared>) {
-    let granted = match lock_and_grant(shared) {
-        Ok(g) => g,
+    let locked = lock_named(&shared.path);
+    let mut state = shared.lock();
+    state.waiting = false;
+    let file = match locked {
+        Ok(file) => file,
         Err(e) => {
-            shared.lock().waiting = false;
-            shared.reporter.report(Report::Lease {
-                path: shared.path.clone(),
-                error: format!("the lease lock: {e}"),
-            });
+            shared.report(format!("the lease lock: {e}"));
+            state.arbiter.handle_fact(LockFact::Lost); // the next acquire tries again
+            shared.carry_out(&mut state);
             return;
         }
     };
-    let Some((grant, ino)) = granted else {
-        return;
-    };
-    let mut state = shared.lock();
+    if state.closed {
+        return; // dropping `file` lets go of the lock
+    }
+    state.takes += 1;
+    let take = state.takes;
+    state.held = Some((file, take));
+    state.arbiter.handle_fact(LockFact::Locked);
+    shared.carry_out(&mut state);
     loop {
-        let Some(held) = state.held.as_ref().filter(|h| h.grant == grant) else {
-            return; // released (or closed)
+        let Some((file, _)) = state.held.as_ref().filter(|(_, t)| *t == take) else {
+            return; // let go (released, or closed)
         };
-        let replaced = std::fs::metadata(&shared.path).map(|m| m.ino()).ok() != Some(ino);
-        if replaced {
-            let term = held.term;
+        if !is_named(file, &shared.path) {
             state.held = None;
-            shared.reporter.report(Report::Lease {
-                path: shared.path.clone(),
-                error: "the lease lock file was removed or replaced while held; the grant is lost"
-                    .into(),
-            });
-            shared.send(AuthorityAnswer::Lost { term });
-            wait_for_lock(shared, &mut state);
+            shared.report(
+                "the lease lock file was removed or replaced while held; the grant is lost".into(),
+            );
+            state.arbiter.handle_fact(LockFact::Lost);
+            shared.carry_out(&mut state);
             return;
         }
         state = shared
@@ -274,103 +338,11 @@ fn hold(shared: &Arc<Shared>) {
     }
 }
 
-/// Blocks until the lock is held, then grants: `Ok(Some((grant, inode)))`; `Ok(None)`
-/// when the lease is no longer wanted by then (the lock is let go at once).
-fn lock_and_grant(shared: &Arc<Shared>) -> io::Result<Option<(u64, u64)>> {
-    let mut file = open_lease(&shared.path)?;
-    file.lock()?;
-    let ino = file.metadata()?.ino();
-    let mut state = shared.lock();
-    state.waiting = false;
-    if state.closed || !state.want {
-        return Ok(None); // dropping `file` lets go of the lock
-    }
-    let (last, _) = read_lease(&mut file);
-    let asked = state.asked.take();
-    let term = last
-        .max(state.known)
-        .saturating_add(1)
-        .max(asked.map_or(0, |(_, term)| term));
-    state.known = term;
-    if let Err(e) = write_lease(&mut file, term, shared.me) {
-        state.want = false;
-        drop(state);
-        return Err(e);
-    }
-    state.grants += 1;
-    let grant = state.grants;
-    state.held = Some(Held { file, term, grant });
-    shared.send(AuthorityAnswer::Granted {
-        ask: asked.map(|(ask, _)| ask),
-        term,
-        valid_ms: None,
-    });
-    Ok(Some((grant, ino)))
-}
-
 impl Authority for FileAuthority {
-    fn handle(&mut self, holder: SourceId, request: AuthorityRequest) {
-        let shared = &self.shared;
-        let mut guard = shared.lock();
-        let state = &mut *guard;
-        match request {
-            AuthorityRequest::Acquire { ask, term, .. } => {
-                state.want = true;
-                if let Some(held) = state.held.as_mut() {
-                    // Move the grant to a newer term: raise it in the file first.
-                    if term > held.term {
-                        match write_lease(&mut held.file, term, holder) {
-                            Ok(()) => {
-                                held.term = term;
-                                state.known = state.known.max(term);
-                            }
-                            Err(e) => shared.reporter.report(Report::Lease {
-                                path: shared.path.clone(),
-                                error: format!("raising the lease term: {e}"),
-                            }),
-                        }
-                    }
-                    let term = held.term;
-                    shared.send(AuthorityAnswer::Granted {
-                        ask: Some(ask),
-                        term,
-                        valid_ms: None,
-                    });
-                    return;
-                }
-                state.asked = Some((ask, term));
-                let (held_term, by) = open_lease(&shared.path)
-                    .map(|mut f| read_lease(&mut f))
-                    .unwrap_or((0, None));
-                state.known = state.known.max(held_term);
-                wait_for_lock(shared, state);
-                shared.send(AuthorityAnswer::Refused {
-                    ask: Some(ask),
-                    term: held_term,
-                    holder: by,
-                });
-            }
-            AuthorityRequest::Renew { ask, term, .. } => {
-                // Grants here last until lost; a renewal is only confirmed.
-                match state.held.as_ref() {
-                    Some(h) if h.term == term => shared.send(AuthorityAnswer::Granted {
-                        ask: Some(ask),
-                        term,
-                        valid_ms: None,
-                    }),
-                    _ => shared.send(AuthorityAnswer::Lost { term }),
-                }
-            }
-            AuthorityRequest::Release { term } => {
-                if state.held.as_ref().is_some_and(|h| h.term == term) {
-                    // Dropping the file lets go of the lock; a waiting process (or
-                    // thread) takes it at once. Waiting again only on the next acquire.
-                    state.held = None;
-                    state.want = false;
-                    shared.changed.notify_all();
-                }
-            }
-        }
+    fn handle(&mut self, _holder: SourceId, request: AuthorityRequest) {
+        let mut state = self.shared.lock();
+        state.arbiter.handle_request(request);
+        self.shared.carry_out(&mut state);
     }
 
     fn answers(&self) -> Receiver<AuthorityAnswer> {
@@ -382,7 +354,6 @@ impl Drop for FileAuthority {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
         state.closed = true;
-        state.want = false;
         state.held = None;
         self.shared.changed.notify_all();
     }

@@ -155,3 +155,127 @@ fn a_lock_file_removed_under_the_holder_is_a_lost_grant() {
     let again = granted(&answer(&inbox)).expect("granted again");
     assert!(again > term, "term {again} after {term}");
 }
+
+/// The lock authority's table (`replisync_testkit::lock`), the same rows the core runs
+/// against `LockArbiter`, here against `flock` and the lease file: each row's answers,
+/// and the lease file's record after the last term written.
+#[test]
+fn the_lock_table_against_flock() {
+    use replisync::authority::LockAction;
+    use replisync_testkit::lock::{table, Given, When, ME, OTHER};
+
+    for row in table() {
+        let dir = Scratch::new("authority-table");
+        let lease = dir.path().join("lease");
+        std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+            .create(dir.path())
+            .unwrap();
+        let record = |term: u64, holder: Option<SourceId>| {
+            let text = match holder {
+                Some(h) => format!("{term} {:032x}\n", h.as_u128()),
+                None => format!("{term}\n"),
+            };
+            std::fs::write(&lease, text).unwrap();
+        };
+        let open = |id| FileAuthority::open(dir.path(), id, &Options::default()).unwrap();
+        let mut other = None;
+        let mut me = match row.given {
+            Given::Fresh { recorded } => {
+                record(recorded, None);
+                open(ME)
+            }
+            Given::Held { term } | Given::Released { term } => {
+                record(term - 1, Some(OTHER));
+                let mut me = open(ME);
+                assert_eq!(granted(&answer(&me.answers())), Some(term), "{}", row.name);
+                if matches!(row.given, Given::Released { .. }) {
+                    me.handle(ME, AuthorityRequest::Release { term });
+                }
+                me
+            }
+            Given::Queued { term } => {
+                record(term - 1, None);
+                let holder = open(OTHER);
+                assert_eq!(
+                    granted(&answer(&holder.answers())),
+                    Some(term),
+                    "{}",
+                    row.name
+                );
+                other = Some(holder);
+                open(ME)
+            }
+        };
+        let inbox = me.answers();
+        for when in &row.when {
+            match *when {
+                When::Request(request) => me.handle(ME, request),
+                When::OtherLetsGo => other = None,
+                When::TakenAway => std::fs::remove_file(&lease).unwrap(),
+            }
+        }
+        let answers: Vec<AuthorityAnswer> = row.answers.iter().map(|_| answer(&inbox)).collect();
+        assert_eq!(answers, row.answers, "{}", row.name);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(inbox.try_recv().ok(), None, "{}: no more answers", row.name);
+        if let Some(LockAction::WriteTerm { term, holder }) = row
+            .actions
+            .iter()
+            .rev()
+            .find(|a| matches!(a, LockAction::WriteTerm { .. }))
+        {
+            let text = std::fs::read_to_string(&lease).unwrap();
+            assert_eq!(
+                text,
+                format!("{term} {:032x}\n", holder.as_u128()),
+                "{}",
+                row.name
+            );
+        }
+        drop(me);
+        drop(other);
+    }
+}
+
+/// A process waiting on the lock file when it is removed must not be granted the lease
+/// on the removed file once its holder lets go of it: the file named `lease` is the
+/// lock, and whoever holds that one leads (issue 17, defect 4).
+#[test]
+fn a_waiter_on_a_removed_lock_file_is_not_granted() {
+    let dir = Scratch::new("authority-removed-waiter");
+    let (a, b) = (SourceId::from_u128(1), SourceId::from_u128(2));
+    let at_a = FileAuthority::open(dir.path(), a, &Options::default()).unwrap();
+    let from_a = at_a.answers();
+    let first = granted(&answer(&from_a)).expect("a holds the lock");
+    // b waits on the file now named `lease`.
+    let at_b = FileAuthority::open(dir.path(), b, &Options::default()).unwrap();
+    let from_b = at_b.answers();
+    std::thread::sleep(Duration::from_millis(50));
+    std::fs::remove_file(at_a.path()).unwrap();
+    // a lets go of the removed file; one of the two locks the new one, and only one.
+    assert_eq!(answer(&from_a), AuthorityAnswer::Lost { term: first });
+    let (holder, waiter, mut at_holder, at_waiter, from_waiter, second) = loop {
+        if let Ok(g) = from_a.try_recv() {
+            break (a, b, at_a, at_b, from_b, granted(&g).expect("a grant"));
+        }
+        if let Ok(g) = from_b.try_recv() {
+            break (b, a, at_b, at_a, from_a, granted(&g).expect("a grant"));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    // (b never saw term `first`, whose record was removed: it may be granted it again,
+    // and its replica, which heard of it, then moves to a newer term.)
+    let _ = first;
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        from_waiter.try_recv().ok(),
+        None,
+        "{waiter} granted while {holder} holds the lease"
+    );
+    let text = std::fs::read_to_string(at_holder.path()).unwrap();
+    assert_eq!(text, format!("{second} {:032x}\n", holder.as_u128()));
+    at_holder.handle(holder, AuthorityRequest::Release { term: second });
+    let third = granted(&answer(&from_waiter)).expect("the other holds the lease once released");
+    assert!(third > second, "term {third} after {second}");
+    drop(at_waiter);
+}
