@@ -55,6 +55,9 @@
 //! let mut changed = [0, 0];
 //! let mut now = Now::new(1_700_000_000_000, 0);
 //!
+//! // A write fills an empty delta with what the `write*` methods return, called on the
+//! // state `s`; several writes of one map go in with `LwwMap::write_insert_into`. A
+//! // delta holding anything else is refused (`WriteError::NotMinted`, `Dropped`).
 //! replicas[0].write(now, |s, d, w| d.title = s.title.write("hello".into(), w)).unwrap();
 //! for _ in 0..100 {
 //!     // Drain every replica's outputs: broadcast, persist, report.
