@@ -152,8 +152,8 @@ impl std::error::Error for WriteError {
 ///    [`poll_event`](Replica::poll_event) (what the application should know), and read
 ///    [`poll_timeout`](Replica::poll_timeout) again.
 ///
-/// Drivers do this for you: the native driver on a thread; in a browser, the
-/// BroadcastChannel transport's callbacks (to come).
+/// Drivers do this for you: the native driver ([`Driver`](crate::Driver)) on a thread;
+/// in a browser, the `replisync-web` crate's callbacks.
 ///
 /// # Modes
 ///

@@ -2,7 +2,7 @@
 //!
 //! - [`sim`]: the deterministic swarm simulator's world, its faults and its checks of
 //!   every invariant;
-//! - [`bench`]: replicas driven by hand, so that single messages can be held back,
+//! - [`bench`](mod@bench): replicas driven by hand, so that single messages can be held back,
 //!   altered or delivered late;
 //! - [`mirror`]: the wire and store formats as another peer writes them, to craft
 //!   messages the library would never send;

@@ -436,7 +436,7 @@ pub mod crdts_registers {
 /// libraries); the amount of work, N concurrent writes to integrate, is the same.
 ///
 /// A `Doc` is a shared handle (cloning it does not copy the document), so the
-/// benchmark's untimed copy of A is A built again by the same inserts ([`replica`]).
+/// benchmark's untimed copy of A is A built again by the same inserts (`replica`).
 /// A copy made by applying A's full update to a new `Doc` is not the same inside:
 /// applying the 10-key delta to such a copy of a 100,000-key map took about ten times
 /// as long as applying it to the map built by inserts.
