@@ -48,14 +48,33 @@ pub(crate) const LEASE: &str = "lease";
 /// [`OpenError`] when the directory belongs to another user, is no directory, holds
 /// another layout, or cannot be created or read.
 pub(crate) fn prepare(dir: &Path) -> Result<(), OpenError> {
-    private_dir(dir)?;
+    // The layout is checked before anything is changed: a directory refused is left
+    // exactly as it was, its permissions included.
+    owned_dir(dir)?;
     check_format(dir)?;
+    private_dir(dir)?;
     private_dir(&dir.join(MSGS))?;
     private_dir(&dir.join(STORE))?;
     Ok(())
 }
 
+/// Creates `dir` (0700) if missing, checks it is a directory of this user, and makes
+/// it private.
 fn private_dir(dir: &Path) -> Result<(), OpenError> {
+    let meta = owned_dir(dir)?;
+    if meta.mode() & 0o077 != 0 {
+        let io = |error| OpenError::Io {
+            path: dir.to_path_buf(),
+            error,
+        };
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Creates `dir` (0700) if missing and checks that it is a directory of this user;
+/// changes nothing of an existing one.
+fn owned_dir(dir: &Path) -> Result<fs::Metadata, OpenError> {
     let io = |error| OpenError::Io {
         path: dir.to_path_buf(),
         error,
@@ -79,10 +98,7 @@ fn private_dir(dir: &Path) -> Result<(), OpenError> {
             user,
         });
     }
-    if meta.mode() & 0o077 != 0 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
-    }
-    Ok(())
+    Ok(meta)
 }
 
 fn check_format(dir: &Path) -> Result<(), OpenError> {
@@ -239,7 +255,14 @@ mod tests {
         let dir = scratch("format");
         prepare(&dir).unwrap();
         fs::write(dir.join("format"), "replisync-files 2\n").unwrap();
+        // Issue 17, defect 9: refusing a newer layout changed its permissions.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o750)).unwrap();
         assert!(matches!(prepare(&dir), Err(OpenError::NewerFormat { .. })));
+        assert_eq!(
+            fs::metadata(&dir).unwrap().mode() & 0o777,
+            0o750,
+            "a refused directory is left as it was"
+        );
         fs::write(dir.join("format"), "something else").unwrap();
         assert!(matches!(prepare(&dir), Err(OpenError::NotAGroup { .. })));
         assert_eq!(fs::read(dir.join("format")).unwrap(), b"something else");
