@@ -24,8 +24,8 @@ use crate::authority::{AuthorityAnswer, AuthorityRequest};
 use crate::bundle::{Bundle, Request};
 use crate::wire::{Body, Envelope};
 use crate::{
-    Config, ConfigError, DecodeError, Degradation, Event, Hlc, LeadershipLoss, Lease, Machine,
-    Now, Output, Rejection, SourceId, StampError, SyncMode, Writer,
+    Config, ConfigError, DecodeError, Degradation, Event, Hlc, LeadershipLoss, Lease, Machine, Now,
+    Output, Rejection, SourceId, StampError, SyncMode, Writer,
 };
 use authority::AuthorityLink;
 use leader::Leadership;
