@@ -164,3 +164,82 @@ pub trait Machine {
     /// way the machine's own degradations do.
     fn degraded(reason: Degradation) -> Self::Event;
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{Config, Event, Lifecycle, Lww, Merge, Now, Output, Replica, SourceId};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Merge)]
+    struct Doc {
+        title: Lww<String>,
+    }
+
+    fn rank(output: &Output<Event<()>>) -> u8 {
+        match output {
+            Output::Authority(_) => 0,
+            Output::Transmit(_) => 1,
+            Output::Persist(_) => 2,
+            Output::Event(_) => 3,
+            Output::Timeout(_) => 4,
+        }
+    }
+
+    /// Every output up to and including the `Timeout` that ends the drain.
+    fn drain(r: &mut Replica<Doc>) -> Vec<Output<Event<()>>> {
+        let mut outputs = Vec::new();
+        loop {
+            let output = r.poll_output();
+            let done = matches!(output, Output::Timeout(_));
+            outputs.push(output);
+            if done {
+                return outputs;
+            }
+        }
+    }
+
+    #[test]
+    fn poll_output_hands_out_what_the_polls_do_in_the_documented_order_then_the_deadline() {
+        let now = Now::new(1_700_000_000_000, 0);
+        let mut twins: Vec<Replica<Doc>> = (0..2)
+            .map(|_| Replica::new(Config::distributed(), SourceId::from_u128(1)).unwrap())
+            .collect();
+        for r in &mut twins {
+            r.write(now, |s, d, w| d.title = s.title.write("hi".into(), w))
+                .unwrap();
+        }
+        let outputs = drain(&mut twins[0]);
+        assert!(outputs.windows(2).all(|w| rank(&w[0]) <= rank(&w[1])));
+        assert!(outputs.iter().any(|o| matches!(o, Output::Transmit(_))));
+        assert!(outputs.iter().any(|o| matches!(o, Output::Persist(_))));
+        assert!(outputs.iter().any(|o| matches!(o, Output::Event(_))));
+
+        let b = &mut twins[1];
+        let mut by_kind: Vec<Output<Event<()>>> = Vec::new();
+        by_kind.extend(std::iter::from_fn(|| b.poll_authority()).map(Output::Authority));
+        by_kind.extend(std::iter::from_fn(|| b.poll_transmit()).map(Output::Transmit));
+        by_kind.extend(std::iter::from_fn(|| b.poll_persist()).map(Output::Persist));
+        by_kind.extend(std::iter::from_fn(|| b.poll_event()).map(Output::Event));
+        by_kind.push(Output::Timeout(b.poll_timeout()));
+        assert_eq!(outputs, by_kind);
+        assert_eq!(
+            twins[0].poll_output(),
+            Output::Timeout(twins[0].poll_timeout())
+        );
+    }
+
+    #[test]
+    fn after_leaving_the_drain_ends_without_a_deadline() {
+        let now = Now::new(1_700_000_000_000, 0);
+        let mut r: Replica<Doc> =
+            Replica::new(Config::distributed(), SourceId::from_u128(1)).unwrap();
+        r.handle_timeout(now);
+        r.handle_lifecycle(now, Lifecycle::Leave);
+        let outputs = drain(&mut r);
+        assert!(
+            outputs.iter().any(|o| matches!(o, Output::Transmit(_))),
+            "a goodbye"
+        );
+        assert_eq!(outputs.last(), Some(&Output::Timeout(None)));
+    }
+}

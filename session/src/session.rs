@@ -561,3 +561,60 @@ impl Machine for Session {
         Notice::Sync(Event::Degraded { reason })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{at, config};
+
+    /// Drains `machine` through the trait only: its notices, and its next deadline.
+    fn drain<M: Machine<Event = Notice>>(machine: &mut M) -> (Vec<Notice>, Option<u64>) {
+        let mut notices = Vec::new();
+        loop {
+            match machine.poll_output() {
+                Output::Event(notice) => notices.push(notice),
+                Output::Authority(_) | Output::Transmit(_) | Output::Persist(_) => {}
+                Output::Timeout(deadline) => return (notices, deadline),
+            }
+        }
+    }
+
+    #[test]
+    fn a_session_driven_as_a_machine_wakes_at_each_phase_boundary_and_reports_it() {
+        let mut s = Session::new(Config::distributed(), SourceId::from_u128(1)).unwrap();
+        s.set_config(at(0), config(1_000, 5_000, 2_000)).unwrap();
+        s.start(at(0)).unwrap();
+        let (notices, mut deadline) = drain(&mut s);
+        assert!(notices.contains(&Notice::Session(SessionEvent::Started {
+            countdown_end_at: at(6_000).wall_ms
+        })));
+        // A loop that knows nothing of sessions: wake at each deadline until expiry.
+        let mut seen = Vec::new();
+        while let Some(t) = deadline.filter(|t| *t <= 7_000) {
+            Machine::handle_timeout(&mut s, at(t));
+            let (notices, next) = drain(&mut s);
+            for notice in notices {
+                if let Notice::Session(e) = notice {
+                    seen.push((t, e));
+                }
+            }
+            deadline = next.map(|n| n.max(t + 1));
+        }
+        let at_of =
+            |pick: fn(&SessionEvent) -> bool| seen.iter().find(|(_, e)| pick(e)).map(|(t, _)| *t);
+        assert_eq!(
+            at_of(|e| matches!(e, SessionEvent::CountdownStarted { .. })),
+            Some(1_000)
+        );
+        assert_eq!(
+            at_of(|e| matches!(e, SessionEvent::Warn { .. })),
+            Some(4_000)
+        );
+        assert_eq!(at_of(|e| matches!(e, SessionEvent::Expired)), Some(6_000));
+        assert_eq!(
+            Machine::source(&s),
+            SourceId::from_u128(1),
+            "the machine's source is the replica's"
+        );
+    }
+}
