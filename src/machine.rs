@@ -76,8 +76,8 @@ pub enum Output<E> {
 /// and adds its own rules, such as `replisync_session::Session`).
 ///
 /// It has no threads, sockets or clocks inside: time arrives with every input, bytes
-/// arrive as input, and everything that leaves comes out of [`poll_output`]
-/// (`Machine::poll_output`), in the order [`Output`] documents.
+/// arrive as input, and everything that leaves comes out of
+/// [`poll_output`](Machine::poll_output), in the order [`Output`] documents.
 ///
 /// # Call order
 ///
