@@ -31,7 +31,7 @@ type Error = Box<dyn std::error::Error>;
 
 struct Node {
     name: u128,
-    handle: Handle<Board, Ask>,
+    handle: Handle<Replica<Board, Ask>>,
     events: Receiver<Event<Ask>>,
 }
 

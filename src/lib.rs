@@ -26,7 +26,9 @@
 //!   [`handle_authority`](Replica::handle_authority) (a lease authority's answer),
 //!   [`write`](Replica::write) and [`request`](Replica::request) (the application), and
 //!   [`restore`](Replica::restore) once before the first input;
-//! - **outputs**, drained after every input:
+//! - **outputs**, drained after every input in one loop: [`poll_output`](Replica::poll_output)
+//!   until it returns [`Output::Timeout`] (the drain order is documented on
+//!   [`Output`]); or one kind at a time:
 //!   [`poll_transmit`](Replica::poll_transmit) (bytes to broadcast),
 //!   [`poll_persist`](Replica::poll_persist) (a [`Persist`] for the [`Store`]),
 //!   [`poll_event`](Replica::poll_event) (an [`Event`] for the application),
@@ -36,6 +38,10 @@
 //! - **getters**: [`state`](Replica::state), [`is_leader`](Replica::is_leader),
 //!   [`leader`](Replica::leader), [`lease`](Replica::lease), [`stats`](Replica::stats);
 //! - **setup**: [`Replica::new`], [`Replica::with_authority`].
+//!
+//! The inputs and the one output are the [`Machine`] trait: a layer above the replica
+//! (a service that wraps one) implements it too, and every driver drives either
+//! without knowing which.
 //!
 //! A complete loop over two replicas, with the network, the store and the clock done
 //! by hand (a driver does this for you: [`Driver`] on a native thread over any
@@ -175,6 +181,7 @@ pub mod format;
 mod hlc;
 mod lease;
 mod lww;
+mod machine;
 mod map;
 mod merge;
 mod replica;
@@ -193,6 +200,7 @@ pub use event::{Degradation, Event, LeadershipLoss, Rejection};
 pub use hlc::{ClockError, Hlc, DEFAULT_MAX_DRIFT_MS};
 pub use lease::{Lease, LeaseConfig, LeaseConfigError, LeaseError, LeaseWatch};
 pub use lww::Lww;
+pub use machine::{Machine, Output};
 pub use map::LwwMap;
 pub use merge::{Fields, Merge, Merged};
 pub use replica::{Invalid, Lifecycle, Persist, Replica, Stats, WriteError};

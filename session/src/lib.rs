@@ -26,9 +26,11 @@
 //!   concurrent activity and extends converge by stamp order.
 //! - [`SessionWatch`] derives the [`SessionEvent`]s by comparing what a replica saw
 //!   before and after an input or a phase boundary.
-//! - [`Session`] puts it all on a sans-IO [`replisync::Replica`]; on the native driver
-//!   an application uses the same pieces with a `Handle` (the `session_timeout`
-//!   example shows how).
+//! - [`Session`] puts it all on a sans-IO [`replisync::Replica`], and is a
+//!   [`replisync::Machine`] itself: the native driver runs it as it runs a bare
+//!   replica (`Driver::new(session, transport)`), with the operations through
+//!   `Handle::call` and its events as [`Notice`]s (the `session_timeout` example
+//!   shows how).
 //!
 //! Everything here is pure: no threads, no clocks (time comes in as a
 //! [`replisync::Now`]; deadlines use its wall-clock part, the time every replica shares),
@@ -135,7 +137,7 @@ mod watch;
 
 pub use config::{ConfigError, SessionConfig, MAX_DURATION_MS};
 pub use operation::{Operation, Refusal};
-pub use session::{Outcome, Session, SessionError};
+pub use session::{Notice, Outcome, Session, SessionError};
 pub use state::{Cause, Phase, SessionState, View};
 pub use watch::{ResetCause, SessionEvent, SessionWatch};
 

@@ -4,8 +4,8 @@ use std::collections::VecDeque;
 
 use replisync::authority::{AuthorityAnswer, AuthorityRequest};
 use replisync::{
-    Config, ConfigError as SyncConfigError, Event, Lifecycle, Now, Persist, Replica, SourceId,
-    SyncMode, WriteError,
+    Config, ConfigError as SyncConfigError, DecodeError, Degradation, Event, Lifecycle, Machine,
+    Now, Output, Persist, Replica, SourceId, SyncMode, WriteError,
 };
 
 use crate::{Operation, Refusal, SessionEvent, SessionState, SessionWatch, View};
@@ -64,6 +64,19 @@ impl From<WriteError> for SessionError {
     }
 }
 
+/// What a [`Session`] driven as a [`Machine`] tells the application
+/// ([`Output::Event`]): the service's events, and the replica's own (peers, leadership,
+/// degradation; requests excepted, the session applies those).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Notice {
+    /// An event of the service ([`Session::poll_event`]).
+    Session(SessionEvent),
+    /// An event of the replica underneath ([`Session::poll_sync_event`]), or a
+    /// degradation the driver found (its transport or store failing).
+    Sync(Event<Operation>),
+}
+
 /// One replica of the session idle-timeout service: a sans-IO state machine over a
 /// [`Replica`] of [`SessionState`], with no threads, clocks or sockets inside.
 ///
@@ -83,13 +96,23 @@ impl From<WriteError> for SessionError {
 ///   events other than requests are kept for
 ///   [`poll_sync_event`](Session::poll_sync_event).
 ///
+/// # As a [`Machine`]
+///
+/// A session is a [`Machine`] like the replica it wraps, so any driver runs it: the
+/// native [`Driver`](replisync::Driver) (`Driver::new(session, transport)`, its
+/// operations through [`Handle::call`](replisync::Handle::call)), or a test's own loop.
+/// Its [`Output::Event`]s are [`Notice`]s, and its [`Output::Timeout`] includes the
+/// session's next phase boundary, so the driver wakes it to record and report each
+/// transition: no service code around the driver decides anything.
+///
 /// # Call order
 ///
 /// As for a [`Replica`]: inputs with the current [`Now`]
 /// ([`handle_message`](Session::handle_message),
 /// [`handle_timeout`](Session::handle_timeout) once
 /// [`poll_timeout`](Session::poll_timeout) is reached, the operations,
-/// [`handle_lifecycle`](Session::handle_lifecycle)), then drain the outputs
+/// [`handle_lifecycle`](Session::handle_lifecycle)), then drain the outputs, with
+/// [`poll_output`](Session::poll_output) until [`Output::Timeout`], or one kind at a time
 /// ([`poll_transmit`](Session::poll_transmit), [`poll_persist`](Session::poll_persist),
 /// [`poll_event`](Session::poll_event), [`poll_sync_event`](Session::poll_sync_event))
 /// and read [`poll_timeout`](Session::poll_timeout) again. It wakes at the replica's
@@ -147,8 +170,9 @@ impl Session {
         Replica::new(config, me).map(Session::from_replica)
     }
 
-    /// The service over a replica made and set up elsewhere (restored from a store, say);
-    /// from then on, feed it through the session only.
+    /// The service over a replica made and set up elsewhere (restored from a store, or
+    /// [with an authority](Replica::with_authority), say); from then on, feed it
+    /// through the session only.
     pub fn from_replica(replica: Replica<SessionState, Operation>) -> Session {
         Session {
             replica,
@@ -339,6 +363,22 @@ impl Session {
         self.after_input(now);
     }
 
+    /// Restores what the store holds into the replica ([`Replica::restore`]), before
+    /// the first input; its events (a record dropped, a store unreadable) come out
+    /// with [`poll_sync_event`](Session::poll_sync_event).
+    ///
+    /// # Errors
+    ///
+    /// As [`Replica::restore`]: nothing is applied, and the replica never persists
+    /// over the bytes.
+    pub fn restore(&mut self, now: Now, bytes: &[u8]) -> Result<(), DecodeError> {
+        let restored = self.replica.restore(now, bytes);
+        // A restore surfaces no request: its events are all the replica's own.
+        self.sync_events
+            .extend(std::iter::from_fn(|| self.replica.poll_event()));
+        restored
+    }
+
     /// Requests that reached this replica, the leader's timers, and the events.
     fn after_input(&mut self, now: Now) {
         self.last_now = Some(now);
@@ -435,6 +475,29 @@ impl Session {
         self.sync_events.pop_front()
     }
 
+    /// The next output, in the order [`Output`] documents: the replica's authority
+    /// requests, messages and persists, then the replica's events
+    /// ([`Notice::Sync`]) and the service's ([`Notice::Session`]), and last
+    /// [`Output::Timeout`] with [`Session::poll_timeout`].
+    pub fn poll_output(&mut self) -> Output<Notice> {
+        if let Some(request) = self.replica.poll_authority() {
+            return Output::Authority(request);
+        }
+        if let Some(bytes) = self.replica.poll_transmit() {
+            return Output::Transmit(bytes);
+        }
+        if let Some(persist) = self.replica.poll_persist() {
+            return Output::Persist(persist);
+        }
+        if let Some(event) = self.sync_events.pop_front() {
+            return Output::Event(Notice::Sync(event));
+        }
+        if let Some(event) = self.events.pop_front() {
+            return Output::Event(Notice::Session(event));
+        }
+        Output::Timeout(self.poll_timeout())
+    }
+
     /// When (local monotonic ms) [`Session::handle_timeout`] should next be called:
     /// the replica's next deadline, or the session's next phase boundary, whichever
     /// comes first. The boundary is a wall-clock time; it is turned into monotonic time
@@ -455,4 +518,103 @@ fn leading_term(replica: &Replica<SessionState, Operation>) -> Option<u64> {
         .is_leader()
         .then(|| replica.lease().map(|l| l.term))
         .flatten()
+}
+
+/// The session as a [`Machine`]: each method is the inherent one of the same name
+/// ([`Machine::use_authority`] reaches the replica underneath).
+impl Machine for Session {
+    type Event = Notice;
+
+    fn source(&self) -> SourceId {
+        Session::source(self)
+    }
+
+    fn use_authority(&mut self) {
+        Machine::use_authority(&mut self.replica);
+    }
+
+    fn restore(&mut self, now: Now, bytes: &[u8]) -> Result<(), DecodeError> {
+        Session::restore(self, now, bytes)
+    }
+
+    fn handle_message(&mut self, now: Now, bytes: &[u8]) {
+        Session::handle_message(self, now, bytes);
+    }
+
+    fn handle_timeout(&mut self, now: Now) {
+        Session::handle_timeout(self, now);
+    }
+
+    fn handle_lifecycle(&mut self, now: Now, signal: Lifecycle) {
+        Session::handle_lifecycle(self, now, signal);
+    }
+
+    fn handle_authority(&mut self, now: Now, answer: AuthorityAnswer) {
+        Session::handle_authority(self, now, answer);
+    }
+
+    fn poll_output(&mut self) -> Output<Notice> {
+        Session::poll_output(self)
+    }
+
+    fn degraded(reason: Degradation) -> Notice {
+        Notice::Sync(Event::Degraded { reason })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{at, config};
+
+    /// Drains `machine` through the trait only: its notices, and its next deadline.
+    fn drain<M: Machine<Event = Notice>>(machine: &mut M) -> (Vec<Notice>, Option<u64>) {
+        let mut notices = Vec::new();
+        loop {
+            match machine.poll_output() {
+                Output::Event(notice) => notices.push(notice),
+                Output::Authority(_) | Output::Transmit(_) | Output::Persist(_) => {}
+                Output::Timeout(deadline) => return (notices, deadline),
+            }
+        }
+    }
+
+    #[test]
+    fn a_session_driven_as_a_machine_wakes_at_each_phase_boundary_and_reports_it() {
+        let mut s = Session::new(Config::distributed(), SourceId::from_u128(1)).unwrap();
+        s.set_config(at(0), config(1_000, 5_000, 2_000)).unwrap();
+        s.start(at(0)).unwrap();
+        let (notices, mut deadline) = drain(&mut s);
+        assert!(notices.contains(&Notice::Session(SessionEvent::Started {
+            countdown_end_at: at(6_000).wall_ms
+        })));
+        // A loop that knows nothing of sessions: wake at each deadline until expiry.
+        let mut seen = Vec::new();
+        while let Some(t) = deadline.filter(|t| *t <= 7_000) {
+            Machine::handle_timeout(&mut s, at(t));
+            let (notices, next) = drain(&mut s);
+            for notice in notices {
+                if let Notice::Session(e) = notice {
+                    seen.push((t, e));
+                }
+            }
+            deadline = next.map(|n| n.max(t + 1));
+        }
+        let at_of =
+            |pick: fn(&SessionEvent) -> bool| seen.iter().find(|(_, e)| pick(e)).map(|(t, _)| *t);
+        assert_eq!(
+            at_of(|e| matches!(e, SessionEvent::CountdownStarted { .. })),
+            Some(1_000)
+        );
+        assert_eq!(
+            at_of(|e| matches!(e, SessionEvent::Warn { .. })),
+            Some(4_000)
+        );
+        assert_eq!(at_of(|e| matches!(e, SessionEvent::Expired)), Some(6_000));
+        assert_eq!(
+            Machine::source(&s),
+            SourceId::from_u128(1),
+            "the machine's source is the replica's"
+        );
+    }
 }

@@ -9,9 +9,10 @@ use crossbeam_channel::{Receiver, Sender};
 use super::{Call, Command, DriverError};
 use crate::bundle::{Bundle, Request};
 use crate::Lease;
-use crate::{Event, Lifecycle, Replica, SourceId, Stats, Writer};
+use crate::{Lifecycle, Machine, Now, Replica, SourceId, Stats, Writer};
 
-/// The application's side of a running replica. Clones share one replica.
+/// The application's side of a running replica (or other [`Machine`]). Clones share
+/// one machine.
 ///
 /// Every call is a command to the driver's thread, handled in order with the
 /// transport's messages and the replica's timers; calls that answer wait for that
@@ -24,11 +25,16 @@ use crate::{Event, Lifecycle, Replica, SourceId, Stats, Writer};
 /// cleanly, and the drop waits for the thread to end. After that, calls return
 /// [`DriverError::Stopped`] and event streams disconnect once drained. See [`Driver`](crate::Driver)
 /// for an example.
-pub struct Handle<S, R = ()> {
-    pub(super) inner: Arc<Inner<S, R>>,
+///
+/// Every machine's handle has [`call`](Handle::call), which runs a closure on the
+/// machine itself (a service's operations, say), and the lifecycle calls; a bare
+/// replica's handle, `Handle<Replica<S, R>>`, also has shortcuts for the replica's
+/// writes, requests and getters.
+pub struct Handle<M: Machine> {
+    pub(super) inner: Arc<Inner<M>>,
 }
 
-impl<S, R> Clone for Handle<S, R> {
+impl<M: Machine> Clone for Handle<M> {
     fn clone(&self) -> Self {
         Handle {
             inner: Arc::clone(&self.inner),
@@ -36,7 +42,7 @@ impl<S, R> Clone for Handle<S, R> {
     }
 }
 
-impl<S, R> fmt::Debug for Handle<S, R> {
+impl<M: Machine> fmt::Debug for Handle<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Handle")
             .field("source", &self.inner.source)
@@ -44,16 +50,11 @@ impl<S, R> fmt::Debug for Handle<S, R> {
     }
 }
 
-impl<S, R> Handle<S, R>
+impl<S, R> Handle<Replica<S, R>>
 where
-    S: Bundle + Send,
-    R: Request + Send,
+    S: Bundle + Send + 'static,
+    R: Request + Send + 'static,
 {
-    /// The replica's id.
-    pub fn source(&self) -> SourceId {
-        self.inner.source
-    }
-
     /// Writes, as [`Replica::write`]: `f` gets the current state, an empty delta to
     /// fill, and a [`Writer`]. `f` runs on the driver's thread: it must not call this
     /// handle (that panics rather than deadlock).
@@ -128,11 +129,21 @@ where
     pub fn stats(&self) -> Result<Stats, DriverError> {
         self.call(|r, _| *r.stats())
     }
+}
 
-    /// A stream of the replica's events from now on. Read it or drop it: it is
+impl<M> Handle<M>
+where
+    M: Machine + Send + 'static,
+{
+    /// The machine's id.
+    pub fn source(&self) -> SourceId {
+        self.inner.source
+    }
+
+    /// A stream of the machine's events from now on. Read it or drop it: it is
     /// unbounded. It disconnects when the driver stops. ([`Driver::subscribe`](crate::Driver::subscribe)
     /// subscribes before the start.)
-    pub fn subscribe(&self) -> Receiver<Event<R>> {
+    pub fn subscribe(&self) -> Receiver<M::Event> {
         let (tx, rx) = crossbeam_channel::unbounded();
         // If the driver has stopped, `tx` is dropped with the command and `rx` is
         // disconnected, as a stream of a stopped driver should be.
@@ -140,7 +151,7 @@ where
         rx
     }
 
-    /// Passes a lifecycle signal to the replica. [`Lifecycle::Leave`] is
+    /// Passes a lifecycle signal to the machine. [`Lifecycle::Leave`] is
     /// [`leave`](Handle::leave).
     ///
     /// # Errors
@@ -176,22 +187,49 @@ where
         self.stop(Command::Crash)
     }
 
-    fn stop(&self, command: Command<S, R>) -> Result<(), DriverError> {
+    fn stop(&self, command: Command<M>) -> Result<(), DriverError> {
         let sent = self.inner.commands.send(command);
         self.inner.join();
         sent.map_err(|_| DriverError::Stopped)
     }
 
-    /// Runs `f` on the driver's thread and waits for its result, which is sent back
-    /// only after the outputs of `f` were drained.
+    /// Runs `f` on the driver's thread, with the machine and the current [`Now`], and
+    /// waits for its result, which is sent back only after the outputs of `f` were
+    /// drained (so, once this returns, its messages went to the transport and its
+    /// events to the subscribers). A deadline that is due is handled before `f` runs,
+    /// so what `f` reads is never older than the call.
+    ///
+    /// This is how the application reaches its machine's own inputs and getters: a
+    /// service's operations (`handle.call(|s, now| s.activity(now))`), or anything a
+    /// replica offers beyond the shortcuts of `Handle<Replica<S, R>>`.
+    ///
+    /// ```
+    /// use replisync::{Config, Driver, Hub, Lww, Merge, Replica, SourceId};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Merge)]
+    /// struct Doc { title: Lww<String> }
+    ///
+    /// let replica: Replica<Doc> =
+    ///     Replica::new(Config::distributed(), SourceId::from_u128(1)).unwrap();
+    /// let handle = Driver::new(replica, Hub::new().connect()).spawn()?;
+    /// handle.call(|r, now| r.write(now, |s, d, w| d.title = s.title.write("hi".into(), w)))??;
+    /// let sent = handle.call(|r, _| r.stats().messages_out)?;
+    /// assert!(sent >= 1, "the write went out before the call returned");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`DriverError::Stopped`] when the driver has stopped.
     ///
     /// # Panics
     ///
     /// On the driver's own thread (a handle used inside a write closure), which would
     /// otherwise wait for itself forever.
-    fn call<T: Send + 'static>(
+    pub fn call<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Replica<S, R>, crate::Now) -> T + Send + 'static,
+        f: impl FnOnce(&mut M, Now) -> T + Send + 'static,
     ) -> Result<T, DriverError> {
         assert!(
             self.inner.thread_id != std::thread::current().id(),
@@ -199,8 +237,8 @@ where
              that would deadlock: compute what you need before calling write"
         );
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let call: Call<S, R> = Box::new(move |replica, now| {
-            let value = f(replica, now);
+        let call: Call<M> = Box::new(move |machine, now| {
+            let value = f(machine, now);
             Box::new(move || {
                 let _ = tx.send(value);
             })
@@ -215,14 +253,14 @@ where
 
 /// What all clones of a handle share. Dropping it (with the last handle) disconnects
 /// the command channel, which makes the thread leave, and waits for the thread.
-pub(super) struct Inner<S, R> {
+pub(super) struct Inner<M: Machine> {
     pub(super) source: SourceId,
-    pub(super) commands: Sender<Command<S, R>>,
+    pub(super) commands: Sender<Command<M>>,
     pub(super) thread_id: ThreadId,
     pub(super) thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-impl<S, R> Inner<S, R> {
+impl<M: Machine> Inner<M> {
     /// Waits for the thread to end (at most once; later callers wait for the first).
     fn join(&self) {
         let mut thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner);
@@ -238,7 +276,7 @@ impl<S, R> Inner<S, R> {
     }
 }
 
-impl<S, R> Drop for Inner<S, R> {
+impl<M: Machine> Drop for Inner<M> {
     fn drop(&mut self) {
         // Disconnect: swap the only sender for one of a channel nobody reads.
         drop(std::mem::replace(

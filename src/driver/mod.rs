@@ -1,12 +1,14 @@
-//! The native driver: runs one [`Replica`] on its own thread and hands the application
-//! a cloneable [`Handle`].
+//! The native driver: runs one sans-IO [`Machine`] (a [`Replica`](crate::Replica), or
+//! a layer that wraps one) on its own thread and hands the application a cloneable
+//! [`Handle`].
 //!
-//! The thread owns the replica, its [`Transport`], a [`Clock`] and an optional
+//! The thread owns the machine, its [`Transport`], a [`Clock`] and an optional
 //! [`Store`], and an optional lease [`Authority`]. It waits, with
 //! `crossbeam_channel::select!` and no polling, on four things at once: bytes from the
-//! transport, an answer of the authority, a command from a handle, and the replica's
-//! next deadline. After each input it drains the replica's outputs: messages to the
-//! transport, bytes to the store, events to every subscriber.
+//! transport, an answer of the authority, a command from a handle, and the machine's
+//! next deadline. After each input it drains the machine's [`Output`]s in one loop:
+//! requests to the authority, messages to the transport, persists to the store, events
+//! to every subscriber, until the next deadline.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -15,8 +17,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::authority::AuthorityAnswer;
-use crate::bundle::{Bundle, Request};
-use crate::{Clock, Degradation, Event, Lifecycle, Replica, Store, SystemClock, WriteError};
+use crate::{Clock, Degradation, Lifecycle, Machine, Output, Store, SystemClock, WriteError};
 
 mod authority;
 mod handle;
@@ -69,8 +70,15 @@ impl From<WriteError> for DriverError {
     }
 }
 
-/// Sets up a native driver: give it a replica and a transport, optionally a clock, a
-/// store and early subscribers, then [`spawn`](Driver::spawn) it.
+/// Sets up a native driver: give it a replica (or any other [`Machine`]) and a
+/// transport, optionally a clock, a store, a lease authority and early subscribers,
+/// then [`spawn`](Driver::spawn) it.
+///
+/// The driver knows its machine only through [`Machine`]: it hands it messages,
+/// timeouts, lifecycle signals and the authority's answers, and drains
+/// [`Machine::poll_output`] after each. What the application does beyond that
+/// (a replica's writes, a service's operations) goes through [`Handle::call`], or the
+/// shortcuts [`Handle`] has for a bare [`Replica`](crate::Replica).
 ///
 /// # Time
 ///
@@ -79,10 +87,18 @@ impl From<WriteError> for DriverError {
 /// ([`SystemClock`], the default). The replica takes its first `now` from the driver's
 /// first call, so no reading of another clock reaches it.
 ///
+/// # A layer above the replica
+///
+/// A service that wraps a replica and implements [`Machine`] (such as
+/// `replisync_session::Session`) rides on the same driver: `Driver::new(service,
+/// transport)`, and its operations through [`Handle::call`].
+///
 /// # Errors and degradation
 ///
 /// A failed broadcast or save is logged (`tracing::warn!`) and reported to subscribers
-/// as [`Event::Degraded`] with [`Degradation::Transport`]: once when failures start,
+/// as the machine's degradation event ([`Machine::degraded`]; for a replica
+/// [`Event::Degraded`](crate::Event::Degraded)) with [`Degradation::Transport`] or
+/// [`Degradation::Store`]: once when failures start,
 /// not again until an operation of that kind has succeeded. The replica itself does not
 /// hear of it: its protocol already tolerates lost messages, and it persists the whole
 /// state again after its next change. A store that cannot be loaded is reported the
@@ -123,19 +139,19 @@ impl From<WriteError> for DriverError {
 /// while bob_events.recv_timeout(Duration::from_secs(10)).is_ok() {}
 /// # Ok::<(), replisync::DriverError>(())
 /// ```
-pub struct Driver<S, R, T> {
-    replica: Replica<S, R>,
+pub struct Driver<M: Machine, T> {
+    machine: M,
     transport: T,
     clock: Box<dyn Clock + Send>,
     store: Option<Box<dyn DynStore>>,
     authority: Option<Box<dyn Authority>>,
-    subscribers: Vec<Sender<Event<R>>>,
+    subscribers: Vec<Sender<M::Event>>,
 }
 
-impl<S, R, T> fmt::Debug for Driver<S, R, T> {
+impl<M: Machine + fmt::Debug, T> fmt::Debug for Driver<M, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Driver")
-            .field("replica", &self.replica)
+            .field("machine", &self.machine)
             .field("store", &self.store.is_some())
             .field("authority", &self.authority.is_some())
             .field("subscribers", &self.subscribers.len())
@@ -143,17 +159,17 @@ impl<S, R, T> fmt::Debug for Driver<S, R, T> {
     }
 }
 
-impl<S, R, T> Driver<S, R, T>
+impl<M, T> Driver<M, T>
 where
-    S: Bundle + Send,
-    R: Request + Send,
+    M: Machine + Send + 'static,
+    M::Event: Clone + Send + 'static,
     T: Transport,
 {
-    /// A driver for `replica` over `transport`, on a fresh [`SystemClock`], without a
-    /// store.
-    pub fn new(replica: Replica<S, R>, transport: T) -> Self {
+    /// A driver for `machine` (a [`Replica`](crate::Replica), or a layer that wraps
+    /// one) over `transport`, on a fresh [`SystemClock`], without a store.
+    pub fn new(machine: M, transport: T) -> Self {
         Driver {
-            replica,
+            machine,
             transport,
             clock: Box::new(SystemClock::new()),
             store: None,
@@ -164,10 +180,11 @@ where
 
     /// Makes the lease exclusive through `authority` (leader mode): the replica leads
     /// only while the authority grants it the term (see
-    /// [`Replica::with_authority`]). The driver carries out the replica's requests
-    /// and hands it every answer as it arrives.
+    /// [`Replica::with_authority`](crate::Replica::with_authority) and
+    /// [`Machine::use_authority`]). The driver carries out the machine's requests and
+    /// hands it every answer as it arrives.
     pub fn authority(mut self, authority: impl Authority + 'static) -> Self {
-        self.replica.use_authority();
+        self.machine.use_authority();
         self.authority = Some(Box::new(authority));
         self
     }
@@ -178,54 +195,52 @@ where
         self
     }
 
-    /// Restores from `store` when spawned, and carries out every persist the replica
-    /// asks for (appended deltas, compactions).
+    /// Restores from `store` when spawned ([`Machine::restore`]), and carries out
+    /// every persist the machine asks for (appended deltas, compactions).
     pub fn store(mut self, store: impl Store + Send + 'static) -> Self {
         self.store = Some(Box::new(store));
         self
     }
 
-    /// A stream of the replica's events from its very start (a restore, the first
+    /// A stream of the machine's events from its very start (a restore, the first
     /// leadership). [`Handle::subscribe`] subscribes later.
-    pub fn subscribe(&mut self) -> Receiver<Event<R>> {
+    pub fn subscribe(&mut self) -> Receiver<M::Event> {
         let (tx, rx) = crossbeam_channel::unbounded();
         self.subscribers.push(tx);
         rx
     }
 
-    /// Loads the store (if any) into the replica, then starts the thread, named
-    /// `replisync-` and the first 8 hex digits of the replica's source id.
+    /// Loads the store (if any) into the machine, then starts the thread, named
+    /// `replisync-` and the first 8 hex digits of the machine's source id.
     ///
     /// # Errors
     ///
     /// The operating system refused to start a thread.
-    pub fn spawn(self) -> std::io::Result<Handle<S, R>> {
+    pub fn spawn(self) -> std::io::Result<Handle<M>> {
         let Driver {
-            mut replica,
+            mut machine,
             transport,
             clock,
             mut store,
             authority,
             subscribers,
         } = self;
-        let source = replica.source();
+        let source = machine.source();
         let mut early = Vec::new();
         if let Some(s) = store.as_mut() {
             match s.load() {
                 // A decode error is the replica's to report (an event) and to honour
                 // (it never persists over those bytes).
                 Ok(Some(bytes)) => {
-                    let _ = replica.restore(clock.now(), &bytes);
+                    let _ = machine.restore(clock.now(), &bytes);
                 }
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(%source, error = %e, "store not loaded; it will not be saved to");
                     store = None;
-                    early.push(Event::Degraded {
-                        reason: Degradation::Store(format!(
-                            "the store could not be loaded ({e}); nothing is saved to it while this driver runs"
-                        )),
-                    });
+                    early.push(M::degraded(Degradation::Store(format!(
+                        "the store could not be loaded ({e}); nothing is saved to it while this driver runs"
+                    ))));
                 }
             }
         }
@@ -235,7 +250,7 @@ where
             .as_ref()
             .map_or_else(crossbeam_channel::never, |a| a.answers());
         let mut runner = Runner {
-            replica,
+            machine,
             transport,
             incoming,
             authority,
@@ -244,8 +259,9 @@ where
             clock,
             store,
             subscribers,
-            send_failing: false,
-            save_failing: false,
+            sends: FailureStreak::default(),
+            saves: FailureStreak::default(),
+            deadline: None,
             last_timeout_ms: None,
         };
         for event in early {
@@ -267,29 +283,49 @@ where
 
 /// A call run on the driver's thread; it returns the reply to send once the outputs
 /// are drained.
-type Call<S, R> = Box<dyn FnOnce(&mut Replica<S, R>, crate::Now) -> Reply + Send>;
+type Call<M> = Box<dyn FnOnce(&mut M, crate::Now) -> Reply + Send>;
 type Reply = Box<dyn FnOnce() + Send>;
 
-enum Command<S, R> {
-    Call(Call<S, R>),
-    Subscribe(Sender<Event<R>>),
+enum Command<M: Machine> {
+    Call(Call<M>),
+    Subscribe(Sender<M::Event>),
     Leave,
     Crash,
 }
 
-/// The driver's thread: owns the replica and everything it talks to.
-struct Runner<S, R, T> {
-    replica: Replica<S, R>,
+/// Failures of one kind of operation (broadcasts, saves), reported once when they
+/// start and not again until one has succeeded.
+#[derive(Debug, Default)]
+struct FailureStreak {
+    failing: bool,
+}
+
+impl FailureStreak {
+    /// Notes an operation's outcome; the error when it starts a streak (report it),
+    /// `None` after a success or while the streak goes on.
+    fn note<E>(&mut self, result: Result<(), E>) -> Option<E> {
+        let error = result.err();
+        let starts = error.is_some() && !self.failing;
+        self.failing = error.is_some();
+        error.filter(|_| starts)
+    }
+}
+
+/// The driver's thread: owns the machine and everything it talks to.
+struct Runner<M: Machine, T> {
+    machine: M,
     transport: T,
     incoming: Receiver<Vec<u8>>,
     authority: Option<Box<dyn Authority>>,
     answers: Receiver<AuthorityAnswer>,
-    inbox: Receiver<Command<S, R>>,
+    inbox: Receiver<Command<M>>,
     clock: Box<dyn Clock + Send>,
     store: Option<Box<dyn DynStore>>,
-    subscribers: Vec<Sender<Event<R>>>,
-    send_failing: bool,
-    save_failing: bool,
+    subscribers: Vec<Sender<M::Event>>,
+    sends: FailureStreak,
+    saves: FailureStreak,
+    /// The machine's next deadline, from the last drain's [`Output::Timeout`].
+    deadline: Option<u64>,
     /// The monotonic ms of the last timeout handled, so that a deadline that does not
     /// move forward waits a millisecond instead of spinning.
     last_timeout_ms: Option<u64>,
@@ -301,14 +337,14 @@ enum Exit {
     Crash,
 }
 
-impl<S, R, T> Runner<S, R, T>
+impl<M, T> Runner<M, T>
 where
-    S: Bundle + Send,
-    R: Request + Send,
+    M: Machine,
+    M::Event: Clone,
     T: Transport,
 {
     fn run(mut self) {
-        let source = self.replica.source();
+        let source = self.machine.source();
         tracing::debug!(%source, "driver started");
         self.drain();
         let exit = loop {
@@ -317,22 +353,20 @@ where
                 recv(self.incoming) -> bytes => match bytes {
                     Ok(bytes) => {
                         let now = self.clock.now();
-                        self.replica.handle_message(now, &bytes);
+                        self.machine.handle_message(now, &bytes);
                     }
                     Err(_) => {
                         tracing::warn!(%source, "transport closed; leaving");
-                        self.publish(Event::Degraded {
-                            reason: Degradation::Transport(
-                                "the transport closed; the replica left and its driver stopped".into(),
-                            ),
-                        });
+                        self.publish(M::degraded(Degradation::Transport(
+                            "the transport closed; the replica left and its driver stopped".into(),
+                        )));
                         break Exit::Leave;
                     }
                 },
                 recv(self.answers) -> answer => match answer {
                     Ok(answer) => {
                         let now = self.clock.now();
-                        self.replica.handle_authority(now, answer);
+                        self.machine.handle_authority(now, answer);
                     }
                     Err(_) => {
                         // The authority is gone: no grant can come again. A leader
@@ -347,11 +381,11 @@ where
                         let now = self.clock.now();
                         // A deadline that is due is handled before the question, so no
                         // answer (whether it leads, say) is older than the call.
-                        if self.replica.poll_timeout().is_some_and(|t| t <= now.mono_ms) {
+                        if self.deadline.is_some_and(|t| t <= now.mono_ms) {
                             self.last_timeout_ms = Some(now.mono_ms);
-                            self.replica.handle_timeout(now);
+                            self.machine.handle_timeout(now);
                         }
-                        let reply = call(&mut self.replica, now);
+                        let reply = call(&mut self.machine, now);
                         self.drain();
                         reply();
                         continue;
@@ -363,7 +397,7 @@ where
                 recv(timer) -> _ => {
                     let now = self.clock.now();
                     self.last_timeout_ms = Some(now.mono_ms);
-                    self.replica.handle_timeout(now);
+                    self.machine.handle_timeout(now);
                 }
             }
             self.drain();
@@ -371,7 +405,7 @@ where
         match exit {
             Exit::Leave => {
                 let now = self.clock.now();
-                self.replica.handle_lifecycle(now, Lifecycle::Leave);
+                self.machine.handle_lifecycle(now, Lifecycle::Leave);
                 self.drain();
                 tracing::debug!(%source, "driver stopped after leaving");
             }
@@ -379,9 +413,9 @@ where
         }
     }
 
-    /// A channel that fires at the replica's next deadline.
+    /// A channel that fires at the machine's next deadline.
     fn timer(&self) -> Receiver<Instant> {
-        let Some(deadline) = self.replica.poll_timeout() else {
+        let Some(deadline) = self.deadline else {
             return crossbeam_channel::never();
         };
         let deadline = match self.last_timeout_ms {
@@ -392,57 +426,73 @@ where
         crossbeam_channel::after(Duration::from_millis(wait))
     }
 
-    /// Hands every output of the replica to the transport, the store and the
-    /// subscribers.
+    /// Hands every output of the machine, in the order it gives them, to the
+    /// authority, the transport, the store and the subscribers, until it is drained;
+    /// notes the next deadline.
     fn drain(&mut self) {
-        while let Some(request) = self.replica.poll_authority() {
-            if let Some(authority) = self.authority.as_mut() {
-                authority.handle(self.replica.source(), request);
-            }
-        }
-        while let Some(bytes) = self.replica.poll_transmit() {
-            match self.transport.broadcast(&bytes) {
-                Ok(()) => self.send_failing = false,
-                Err(e) => {
-                    let source = self.replica.source();
-                    tracing::debug!(%source, error = %e, "broadcast failed");
-                    if !self.send_failing {
-                        self.send_failing = true;
-                        tracing::warn!(%source, error = %e, "broadcasts are failing");
-                        self.publish(Event::Degraded {
-                            reason: Degradation::Transport(format!("broadcast failed: {e}")),
-                        });
+        self.deadline = loop {
+            match self.machine.poll_output() {
+                Output::Authority(request) => {
+                    if let Some(authority) = self.authority.as_mut() {
+                        authority.handle(self.machine.source(), request);
                     }
                 }
-            }
-        }
-        while let Some(persist) = self.replica.poll_persist() {
-            if let Some(store) = self.store.as_mut() {
-                match store.persist(&persist) {
-                    Ok(()) => self.save_failing = false,
-                    Err(e) => {
-                        let source = self.replica.source();
-                        tracing::debug!(%source, error = %e, "save failed");
-                        if !self.save_failing {
-                            self.save_failing = true;
-                            tracing::warn!(%source, error = %e, "saves are failing");
-                            self.publish(Event::Degraded {
-                                reason: Degradation::Store(format!(
-                                    "the state could not be saved: {e}"
-                                )),
-                            });
-                        }
+                Output::Transmit(bytes) => {
+                    let sent = self.transport.broadcast(&bytes);
+                    self.report_failure(sent, Channel::Transport);
+                }
+                Output::Persist(persist) => {
+                    if let Some(store) = self.store.as_mut() {
+                        let saved = store.persist(&persist);
+                        self.report_failure(saved, Channel::Store);
                     }
                 }
+                Output::Event(event) => self.publish(event),
+                Output::Timeout(deadline) => break deadline,
             }
+        };
+    }
+
+    /// Logs a failed broadcast or save, and tells the subscribers when failures of
+    /// that kind start.
+    fn report_failure<E: fmt::Display>(&mut self, result: Result<(), E>, channel: Channel) {
+        let source = self.machine.source();
+        if let Err(e) = &result {
+            tracing::debug!(%source, error = %e, "{} failed", channel.operation());
         }
-        while let Some(event) = self.replica.poll_event() {
-            self.publish(event);
-        }
+        let streak = match channel {
+            Channel::Transport => &mut self.sends,
+            Channel::Store => &mut self.saves,
+        };
+        let Some(e) = streak.note(result) else {
+            return;
+        };
+        tracing::warn!(%source, error = %e, "{}s are failing", channel.operation());
+        let reason = match channel {
+            Channel::Transport => Degradation::Transport(format!("broadcast failed: {e}")),
+            Channel::Store => Degradation::Store(format!("the state could not be saved: {e}")),
+        };
+        self.publish(M::degraded(reason));
     }
 
     /// Sends `event` to every subscriber still listening, and forgets the others.
-    fn publish(&mut self, event: Event<R>) {
+    fn publish(&mut self, event: M::Event) {
         self.subscribers.retain(|s| s.send(event.clone()).is_ok());
+    }
+}
+
+/// Where an output goes that may fail.
+#[derive(Clone, Copy)]
+enum Channel {
+    Transport,
+    Store,
+}
+
+impl Channel {
+    fn operation(self) -> &'static str {
+        match self {
+            Channel::Transport => "broadcast",
+            Channel::Store => "save",
+        }
     }
 }

@@ -1,7 +1,10 @@
 //! The driver's tests: replicas on threads over the in-process hub.
 
 use super::*;
-use crate::{Config, Hub, HubLink, LeadershipLoss, LeaseConfig, Lww, MemoryStore, Merge, SourceId};
+use crate::{
+    Config, Event, Hub, HubLink, LeadershipLoss, LeaseConfig, Lww, MemoryStore, Merge, Replica,
+    SourceId,
+};
 use crossbeam_channel::{RecvTimeoutError, Select};
 use serde::{Deserialize, Serialize};
 
@@ -12,7 +15,7 @@ struct Board {
     note: Lww<String>,
 }
 
-type Node = (Handle<Board, String>, Receiver<Event<String>>);
+type Node = (Handle<Replica<Board, String>>, Receiver<Event<String>>);
 
 fn id(n: u128) -> SourceId {
     SourceId::from_u128(n)
@@ -48,12 +51,12 @@ fn spawn_on(link: HubLink, config: Config, n: u128, store: Option<MemoryStore>) 
     (driver.spawn().unwrap(), events)
 }
 
-fn write_note(handle: &Handle<Board, String>, text: &str) -> Result<(), DriverError> {
+fn write_note(handle: &Handle<Replica<Board, String>>, text: &str) -> Result<(), DriverError> {
     let text = text.to_owned();
     handle.write(move |b, d, w| d.note = b.note.write(text, w))
 }
 
-fn note(handle: &Handle<Board, String>) -> Option<String> {
+fn note(handle: &Handle<Replica<Board, String>>) -> Option<String> {
     handle.state().unwrap().note.get().cloned()
 }
 

@@ -24,8 +24,8 @@ use crate::authority::{AuthorityAnswer, AuthorityRequest};
 use crate::bundle::{Bundle, Request};
 use crate::wire::{Body, Envelope};
 use crate::{
-    Config, ConfigError, DecodeError, Degradation, Event, Hlc, LeadershipLoss, Lease, Now,
-    Rejection, SourceId, StampError, SyncMode, Writer,
+    Config, ConfigError, DecodeError, Degradation, Event, Hlc, LeadershipLoss, Lease, Machine, Now,
+    Output, Rejection, SourceId, StampError, SyncMode, Writer,
 };
 use authority::AuthorityLink;
 use leader::Leadership;
@@ -145,15 +145,18 @@ impl std::error::Error for WriteError {
 ///    [`handle_lifecycle`](Replica::handle_lifecycle) for page and process signals,
 ///    and [`handle_authority`](Replica::handle_authority) for the lease authority's
 ///    answers.
-/// 3. After each input, drain the outputs: [`poll_transmit`](Replica::poll_transmit)
-///    (bytes to broadcast), [`poll_persist`](Replica::poll_persist) (a delta to append
-///    to the store, or the whole state to compact onto),
-///    [`poll_authority`](Replica::poll_authority) (requests for the lease authority),
-///    [`poll_event`](Replica::poll_event) (what the application should know), and read
-///    [`poll_timeout`](Replica::poll_timeout) again.
+/// 3. After each input, drain the outputs: call [`poll_output`](Replica::poll_output)
+///    until it returns [`Output::Timeout`], the next deadline. It hands out, in this
+///    order, requests for the lease authority, bytes to broadcast, persists (a delta
+///    to append to the store, or the whole state to compact onto) and events (what the
+///    application should know). The same outputs are also reachable one kind at a
+///    time: [`poll_authority`](Replica::poll_authority),
+///    [`poll_transmit`](Replica::poll_transmit), [`poll_persist`](Replica::poll_persist),
+///    [`poll_event`](Replica::poll_event) and [`poll_timeout`](Replica::poll_timeout).
 ///
-/// Drivers do this for you: the native driver ([`Driver`](crate::Driver)) on a thread;
-/// in a browser, the `replisync-web` crate's callbacks.
+/// Drivers do this for you, for a replica or any other [`Machine`]: the native driver
+/// ([`Driver`](crate::Driver)) on a thread; in a browser, the `replisync-web` crate's
+/// callbacks.
 ///
 /// # Modes
 ///
@@ -644,6 +647,28 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         self.timers().next()
     }
 
+    /// The next output, in the one drain order every driver follows: authority
+    /// requests, then messages to broadcast, then persists, then events, and last
+    /// [`Output::Timeout`] with [`Replica::poll_timeout`] once all of them are drained
+    /// (see [`Output`] for why this order). Call it after every input until it returns
+    /// `Timeout`. The separate `poll_*` methods hand out the same outputs; use one way
+    /// or the other.
+    pub fn poll_output(&mut self) -> Output<Event<R>> {
+        if let Some(request) = self.poll_authority() {
+            return Output::Authority(request);
+        }
+        if let Some(bytes) = self.poll_transmit() {
+            return Output::Transmit(bytes);
+        }
+        if let Some(persist) = self.poll_persist() {
+            return Output::Persist(persist);
+        }
+        if let Some(event) = self.poll_event() {
+            return Output::Event(event);
+        }
+        Output::Timeout(self.poll_timeout())
+    }
+
     // --- the two steps every input goes through ---
 
     /// Before an input: observes its time and joins. The first input fixes the
@@ -697,6 +722,47 @@ impl<S: Bundle, R: Request> Replica<S, R> {
             .renew_interval_ms
             .max(self.config.heartbeat_interval_ms)
             .saturating_add(lease.max_delay_ms)
+    }
+}
+
+/// The replica as a [`Machine`]: each method is the inherent one of the same name.
+impl<S: Bundle, R: Request> Machine for Replica<S, R> {
+    type Event = Event<R>;
+
+    fn source(&self) -> SourceId {
+        Replica::source(self)
+    }
+
+    fn use_authority(&mut self) {
+        Replica::use_authority(self);
+    }
+
+    fn restore(&mut self, now: Now, bytes: &[u8]) -> Result<(), DecodeError> {
+        Replica::restore(self, now, bytes)
+    }
+
+    fn handle_message(&mut self, now: Now, bytes: &[u8]) {
+        Replica::handle_message(self, now, bytes);
+    }
+
+    fn handle_timeout(&mut self, now: Now) {
+        Replica::handle_timeout(self, now);
+    }
+
+    fn handle_lifecycle(&mut self, now: Now, signal: Lifecycle) {
+        Replica::handle_lifecycle(self, now, signal);
+    }
+
+    fn handle_authority(&mut self, now: Now, answer: AuthorityAnswer) {
+        Replica::handle_authority(self, now, answer);
+    }
+
+    fn poll_output(&mut self) -> Output<Event<R>> {
+        Replica::poll_output(self)
+    }
+
+    fn degraded(reason: Degradation) -> Event<R> {
+        Event::Degraded { reason }
     }
 }
 

@@ -9,9 +9,10 @@
 //! Run with `cargo run --release --example session_timeout`. It exits non-zero, saying
 //! what did not happen, if any step it narrates does not happen in time.
 //!
-//! On the native driver the service is the pure pieces of `replisync_session` put
-//! together by the application: `glue.rs` (shared with the one-process-per-replica
-//! form, `replica.rs`) is all of it.
+//! Each replica is a `replisync_session::Session` on a native driver, which runs it as
+//! it runs a bare replica: the session decides everything, and `glue.rs` (shared with
+//! the one-process-per-replica form, `replica.rs`) only wires its events and
+//! operations to the demo.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -19,14 +20,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use replisync::{
-    Clock, Config, Driver, Handle, Hub, LeaseConfig, MutexAuthority, Now, Replica, SourceId,
-    SyncMode, SystemClock,
+    Clock, Config, Driver, Handle, Hub, LeaseConfig, MutexAuthority, Now, SourceId, SystemClock,
 };
 use replisync_session::{
-    Operation, Phase, Refusal, ResetCause, SessionConfig, SessionEvent, SessionState,
+    Operation, Phase, Refusal, ResetCause, Session, SessionConfig, SessionEvent,
 };
 
-use super::glue::{self, serve, Report, Step};
+use super::glue::{self, Report, Step};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -36,7 +36,7 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 /// One replica as the demo's users see it.
 struct Tab {
     name: u128,
-    handle: Handle<SessionState, Operation>,
+    handle: Handle<Session>,
     service: std::thread::JoinHandle<()>,
 }
 
@@ -90,8 +90,8 @@ pub fn run(out: &mut dyn Write) -> Result<(), Error> {
     story.step(&format!(
         "replica {follower} configures the session and starts it (as requests to the leader)."
     ))?;
-    operate(tab(&tabs, follower), Operation::SetConfig(config), clock)?;
-    operate(tab(&tabs, follower), Operation::Start, clock)?;
+    operate(tab(&tabs, follower), Operation::SetConfig(config))?;
+    operate(tab(&tabs, follower), Operation::Start)?;
     story.expect_all(&[1, 2, 3], "the start", |e| {
         matches!(e, SessionEvent::Started { .. })
     })?;
@@ -104,7 +104,7 @@ pub fn run(out: &mut dyn Write) -> Result<(), Error> {
     // 3. Activity at one replica resets them all.
     std::thread::sleep(Duration::from_millis(600));
     story.step(&format!("replica {other}'s user moves the mouse."))?;
-    operate(tab(&tabs, other), Operation::Activity, clock)?;
+    operate(tab(&tabs, other), Operation::Activity)?;
     story.expect_all(&[1, 2, 3], "the reset by activity", |e| {
         matches!(
             e,
@@ -138,7 +138,7 @@ pub fn run(out: &mut dyn Write) -> Result<(), Error> {
     story.step(&format!(
         "replica {follower}'s user moves the mouse during the warning:"
     ))?;
-    match operate(tab(&tabs, follower), Operation::Activity, clock) {
+    match operate(tab(&tabs, follower), Operation::Activity) {
         Err(Step::Refused(Refusal::WarningNeedsExtend)) => {
             story.say(&format!("        ignored: {}", Refusal::WarningNeedsExtend))?
         }
@@ -147,7 +147,7 @@ pub fn run(out: &mut dyn Write) -> Result<(), Error> {
         }
     }
     story.step(&format!("replica {follower}'s user clicks \"extend\"."))?;
-    operate(tab(&tabs, follower), Operation::Extend, clock)?;
+    operate(tab(&tabs, follower), Operation::Extend)?;
     story.expect_all(&[1, 2, 3], "the extend", |e| {
         matches!(e, SessionEvent::Extended { count: 1 })
     })?;
@@ -192,7 +192,7 @@ pub fn run(out: &mut dyn Write) -> Result<(), Error> {
         matches!(e, SessionEvent::Warn { .. })
     })?;
     wait_until("the successor to record the warning", || {
-        let state = tab(&tabs, successor).handle.state()?;
+        let state = glue::state(&tab(&tabs, successor).handle)?;
         Ok(state.recorded_phase() >= Phase::Warn && state.record_stamp().term() == term)
     })?;
     story.step(&format!(
@@ -203,7 +203,7 @@ pub fn run(out: &mut dyn Write) -> Result<(), Error> {
     story.step(&format!(
         "replica {last}'s user clicks \"extend\" too late:"
     ))?;
-    match operate(tab(&tabs, last), Operation::Extend, clock) {
+    match operate(tab(&tabs, last), Operation::Extend) {
         Err(Step::Refused(Refusal::ExtendWhenExpired)) => {
             story.say(&format!("        refused: {}", Refusal::ExtendWhenExpired))?
         }
@@ -244,9 +244,8 @@ fn open_tab(
     .validated()?;
     config.heartbeat_interval_ms = 100;
     config.peer_timeout_ms = 350;
-    let replica: Replica<SessionState, Operation> =
-        Replica::new(config, SourceId::from_u128(name))?;
-    let mut driver = Driver::new(replica, hub.connect())
+    let session = Session::new(config, SourceId::from_u128(name))?;
+    let mut driver = Driver::new(session, hub.connect())
         .clock(clock)
         .authority(authority.clone());
     let events = driver.subscribe();
@@ -254,7 +253,7 @@ fn open_tab(
     let for_service = handle.clone();
     let service = std::thread::Builder::new()
         .name(format!("service-{name}"))
-        .spawn(move || serve(name, for_service, events, reports, clock))?;
+        .spawn(move || glue::report(name, for_service, events, reports))?;
     Ok(Tab {
         name,
         handle,
@@ -263,8 +262,8 @@ fn open_tab(
 }
 
 /// A user's operation at a demo replica.
-fn operate(tab: &Tab, operation: Operation, clock: SystemClock) -> Result<(), Step> {
-    glue::operate(&tab.handle, SyncMode::Leader, operation, clock)
+fn operate(tab: &Tab, operation: Operation) -> Result<(), Step> {
+    glue::operate(&tab.handle, operation).map(|_| ())
 }
 
 fn tab(tabs: &[Tab], name: u128) -> &Tab {
@@ -281,7 +280,7 @@ fn sole_leader(tabs: &[Tab]) -> Result<u128, Error> {
     wait_until("exactly one leader", || {
         let mut leaders = Vec::new();
         for t in tabs {
-            if t.handle.is_leader()? {
+            if t.handle.call(|s, _| s.is_leader())? {
                 leaders.push(t.name);
             }
         }
@@ -296,7 +295,7 @@ fn same_deadline(tabs: &[Tab], clock: SystemClock) -> Result<u64, Error> {
     let now = clock.now();
     let mut seen = BTreeMap::new();
     for t in tabs {
-        seen.insert(t.name, t.handle.state()?.view(now).countdown_end_at);
+        seen.insert(t.name, glue::state(&t.handle)?.view(now).countdown_end_at);
     }
     let first = *seen.values().next().unwrap();
     match first {

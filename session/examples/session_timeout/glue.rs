@@ -1,21 +1,20 @@
-//! The service on the native driver, shared by both forms of the example (three
-//! replicas in one process, and one replica per process): the pure pieces of
-//! `replisync_session` put together around a `Handle`.
+//! The wiring between the service and the native driver, shared by both forms of the
+//! example (three replicas in one process, and one replica per process).
 //!
-//! A [`SessionWatch`] per replica turns the state into events, the leader (or, in
-//! distributed mode, every replica) applies operations with [`Operation::apply`], and
-//! the leader records phase transitions with [`SessionState::write_transition`]. [`serve`] is all of it; [`operate`] is a user's
-//! operation at a replica.
+//! The driver runs a [`Session`] as it runs a bare replica: the session decides
+//! everything (it checks operations, writes them or forwards them to the leader,
+//! decides again at the leader, records the phase transitions as they fall due), and
+//! the driver wakes it at each phase boundary. What is left here is wiring: the
+//! session's events become [`Report`]s, and a user's operation is a call on the
+//! session through the [`Handle`].
 
-use std::time::Duration;
-
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use replisync::{
-    Clock, DriverError, Event, Handle, Now, SourceId, SyncMode, SystemClock, WriteError,
+use crossbeam_channel::{Receiver, Sender};
+use replisync::{DriverError, Handle, Now, SourceId};
+use replisync_session::{
+    Notice, Operation, Outcome, Refusal, Session, SessionError, SessionEvent, SessionState, View,
 };
-use replisync_session::{Operation, Refusal, SessionEvent, SessionState, SessionWatch, View};
 
-/// An event a replica's service reported, with what the replica saw at that moment.
+/// An event a replica's service reported, with what the replica saw just after.
 pub struct Report {
     /// The replica, as its application names it.
     pub name: u128,
@@ -38,110 +37,54 @@ pub struct Status {
     pub term: Option<u64>,
 }
 
-/// What `handle`'s replica sees at `now`.
-pub fn status(handle: &Handle<SessionState, Operation>, now: Now) -> Result<Status, DriverError> {
-    let (state, leads, lease, leader) = (
-        handle.state()?,
-        handle.is_leader()?,
-        handle.lease()?,
-        handle.leader()?,
-    );
-    Ok(Status {
+/// What `handle`'s session sees now.
+pub fn status(handle: &Handle<Session>) -> Result<Status, DriverError> {
+    handle.call(|session, now| Status {
         now,
-        view: state.view(now),
-        leading: lease.filter(|_| leads).map(|l| l.term),
-        leader,
-        term: lease.map(|l| l.term),
+        view: session.view(now),
+        leading: session.leading_term(),
+        leader: session.leader(),
+        term: session.replica().lease().map(|l| l.term),
     })
 }
 
-/// The service of one replica on the native driver: after every event of the replica
-/// and at every phase boundary, report what changed; as the leader (or in distributed
-/// mode), apply the requests that arrive; as the leader, record the phase transitions
-/// that fall due. Ends when the replica stops.
-pub fn serve(
-    name: u128,
-    handle: Handle<SessionState, Operation>,
-    events: Receiver<Event<Operation>>,
-    reports: Sender<Report>,
-    clock: SystemClock,
-) {
-    let mut watch = SessionWatch::new();
-    loop {
-        let now = clock.now();
-        let (Ok(state), Ok(status)) = (handle.state(), status(&handle, now)) else {
-            return; // the replica stopped
-        };
-        for event in watch.observe(&state, status.leading, now) {
-            let _ = reports.send(Report {
-                name,
-                at_ms: now.mono_ms,
-                event,
-                status,
-            });
-        }
-        if status.leading.is_some() && state.transition_due(now).is_some() {
-            let recorded = handle.write(move |s, d, w| {
-                s.write_transition(now, d, w);
-            });
-            if recorded.is_ok() {
-                continue; // look again: the write is a change to report
-            }
-        }
-        let wait = status
-            .view
-            .next_change_at
-            .map_or(1_000, |at| at.saturating_sub(now.wall_ms))
-            .min(1_000);
-        match events.recv_timeout(Duration::from_millis(wait)) {
-            Ok(Event::Request { from, request }) => {
-                apply(&handle, &reports, name, from, request, clock.now())
-            }
-            Ok(_) | Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
-        }
-    }
+/// A copy of the shared state as `handle`'s session holds it.
+pub fn state(handle: &Handle<Session>) -> Result<SessionState, DriverError> {
+    handle.call(|session, _| session.state().clone())
 }
 
-/// The leader (or, in distributed mode, the replica asked) applies a request: decided
-/// on its own state, written in one write.
-fn apply(
-    handle: &Handle<SessionState, Operation>,
-    reports: &Sender<Report>,
+/// Reports each of the session's events, with the status it shows, until the driver
+/// stops.
+pub fn report(
     name: u128,
-    from: SourceId,
-    operation: Operation,
-    now: Now,
+    handle: Handle<Session>,
+    notices: Receiver<Notice>,
+    reports: Sender<Report>,
 ) {
-    let (op, refused) = (operation.clone(), reports.clone());
-    // The status a refusal is reported with: as the replica saw it just before.
-    let Ok(before) = status(handle, now) else {
-        return;
-    };
-    let written = handle.write(move |s, d, w| {
-        if let Err(refusal) = op.apply(s, now, d, w) {
-            let _ = refused.send(Report {
-                name,
-                at_ms: now.mono_ms,
-                event: SessionEvent::Refused {
-                    from,
-                    operation: op,
-                    refusal,
-                },
-                status: before,
-            });
-        }
-    });
-    if let Err(DriverError::Write(WriteError::NotLeader { .. })) = written {
-        // Leadership moved on meanwhile: pass it to the new leader.
-        let _ = handle.request(operation);
+    for notice in notices {
+        let Notice::Session(event) = notice else {
+            continue;
+        };
+        let Ok(status) = status(&handle) else {
+            return; // the replica stopped
+        };
+        let _ = reports.send(Report {
+            name,
+            at_ms: status.now.mono_ms,
+            event,
+            status,
+        });
     }
 }
 
 /// Why a user's operation did not go out.
 #[derive(Debug)]
 pub enum Step {
+    /// The service refused it: nothing was written or sent.
     Refused(Refusal),
+    /// The replica refused it (it has left).
+    Failed(SessionError),
+    /// The driver has stopped.
     Stopped(DriverError),
 }
 
@@ -149,6 +92,7 @@ impl std::fmt::Display for Step {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Step::Refused(r) => write!(f, "refused: {r}"),
+            Step::Failed(e) => write!(f, "{e}"),
             Step::Stopped(e) => write!(f, "{e}"),
         }
     }
@@ -156,30 +100,14 @@ impl std::fmt::Display for Step {
 
 impl std::error::Error for Step {}
 
-/// A user's operation at a replica: checked on what that replica sees (refused
-/// activity never costs a message), then, in leader mode, sent as a request to the
-/// leader (this replica's own [`serve`], when it leads), which decides again and writes
-/// it; in distributed mode, written here at once. Requests keep their order, queued
-/// until a leader is known; a distributed write has been applied and handed to the
-/// transport once this returns.
-pub fn operate(
-    handle: &Handle<SessionState, Operation>,
-    mode: SyncMode,
-    operation: Operation,
-    clock: SystemClock,
-) -> Result<(), Step> {
-    let state = handle.state().map_err(Step::Stopped)?;
-    let now = clock.now();
-    operation.check(&state, now).map_err(Step::Refused)?;
-    if mode == SyncMode::Leader {
-        return handle.request(operation).map_err(Step::Stopped);
+/// A user's operation at a replica ([`Session::operate`]): once this returns, it was
+/// written and handed to the transport, or sent to the leader (queued until one is
+/// known).
+pub fn operate(handle: &Handle<Session>, operation: Operation) -> Result<Outcome, Step> {
+    match handle.call(move |session, now| session.operate(now, operation)) {
+        Ok(Ok(outcome)) => Ok(outcome),
+        Ok(Err(SessionError::Refused(refusal))) => Err(Step::Refused(refusal)),
+        Ok(Err(e)) => Err(Step::Failed(e)),
+        Err(e) => Err(Step::Stopped(e)),
     }
-    let (decided, decision) = crossbeam_channel::bounded(1);
-    handle
-        .write(move |s, d, w| {
-            // Decided again on the state of the moment: a message may have come since.
-            let _ = decided.send(operation.apply(s, now, d, w));
-        })
-        .map_err(Step::Stopped)?;
-    decision.try_recv().unwrap_or(Ok(())).map_err(Step::Refused)
 }

@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex};
 
 use replisync::{Clock, Config, SourceId, SyncMode, SystemClock};
 use replisync_files::Options;
-use replisync_session::{Operation, Phase, ResetCause, SessionConfig, SessionEvent, SessionState};
+use replisync_session::{Operation, Phase, ResetCause, Session, SessionConfig, SessionEvent};
 use serde_json::{json, Value};
 
 use super::glue::{self, Status, Step};
@@ -396,11 +396,10 @@ fn run(args: &Args) -> Result<(), Error> {
         SyncMode::Leader => Config::leader(),
         _ => Config::distributed(),
     };
-    let mut options = Options::new(config);
-    options.source = Some(source);
+    let session = Session::new(config.clone(), source)?;
     let clock = SystemClock::new();
     let mut driver =
-        replisync_files::driver::<SessionState, Operation>(&args.dir, options)?.clock(clock);
+        replisync_files::driver_for(&args.dir, Options::new(config), session)?.clock(clock);
     let events = driver.subscribe();
     let handle = driver.spawn()?;
 
@@ -414,7 +413,7 @@ fn run(args: &Args) -> Result<(), Error> {
         let handle = handle.clone();
         std::thread::Builder::new()
             .name("service".into())
-            .spawn(move || glue::serve(source.as_u128(), handle, events, report_tx, clock))?
+            .spawn(move || glue::report(source.as_u128(), handle, events, report_tx))?
     };
     let printer = {
         let out = out.clone();
@@ -426,19 +425,18 @@ fn run(args: &Args) -> Result<(), Error> {
                 }
             })?
     };
-    let status = |event: &str| -> Result<Line, Error> {
-        Ok(out.line(event, Some(&glue::status(&handle, clock.now())?)))
-    };
+    let status =
+        |event: &str| -> Result<Line, Error> { Ok(out.line(event, Some(&glue::status(&handle)?))) };
     out.print(status("ready")?);
 
     // No session running: start one with the settings of the command line.
-    let state = handle.state()?;
+    let state = glue::state(&handle)?;
     if state.view(clock.now()).phase == Phase::Stopped {
         let wanted = args.config;
         if !state.config_is_set() || state.config() != wanted {
-            operate(&out, &handle, Operation::SetConfig(wanted), clock, &status);
+            operate(&out, &handle, Operation::SetConfig(wanted), &status);
         }
-        operate(&out, &handle, Operation::Start, clock, &status);
+        operate(&out, &handle, Operation::Start, &status);
     }
 
     for line in std::io::stdin().lock().lines() {
@@ -446,7 +444,7 @@ fn run(args: &Args) -> Result<(), Error> {
         if line.trim().is_empty() {
             continue;
         }
-        let current = handle.state()?.config();
+        let current = glue::state(&handle)?.config();
         match command(&line, current) {
             Ok(Command::Quit) => break,
             Ok(Command::Status) => {
@@ -455,7 +453,7 @@ fn run(args: &Args) -> Result<(), Error> {
                 out.print(l);
             }
             Ok(Command::Operate(op)) => {
-                if !operate(&out, &handle, op, clock, &status) {
+                if !operate(&out, &handle, op, &status) {
                     break;
                 }
             }
@@ -481,16 +479,15 @@ fn run(args: &Args) -> Result<(), Error> {
 /// A user's operation; a refusal is printed. False once the replica has stopped.
 fn operate(
     out: &Out,
-    handle: &replisync::Handle<SessionState, Operation>,
+    handle: &replisync::Handle<Session>,
     op: Operation,
-    clock: SystemClock,
     status: &dyn Fn(&str) -> Result<Line, Error>,
 ) -> bool {
     let name = operation_name(&op);
-    let (why, stopped) = match glue::operate(handle, out.mode, op, clock) {
-        Ok(()) => return true,
+    let (why, stopped) = match glue::operate(handle, op) {
+        Ok(_) => return true,
         Err(Step::Refused(refusal)) => (refusal.to_string(), false),
-        Err(Step::Stopped(e)) => (e.to_string(), true),
+        Err(e @ (Step::Failed(_) | Step::Stopped(_))) => (e.to_string(), true),
     };
     let mut line = status("refused").unwrap_or_else(|_| out.line("refused", None));
     line.insert("operation", json!(name));

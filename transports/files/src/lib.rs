@@ -126,7 +126,7 @@ mod transport;
 
 use std::path::Path;
 
-use replisync::{Bundle, Driver, Handle, Replica, Request, SourceId, SyncMode};
+use replisync::{Bundle, Driver, Handle, Machine, Replica, Request, SourceId, SyncMode};
 
 pub use authority::FileAuthority;
 pub use error::{OpenError, SendError, StoreError};
@@ -152,7 +152,10 @@ pub use replisync::{Store, Transport};
 ///
 /// [`OpenError`]: the directory is refused, a file or the thread cannot be made, or
 /// the configuration contradicts itself.
-pub fn open<S, R>(dir: impl AsRef<Path>, options: Options) -> Result<Handle<S, R>, OpenError>
+pub fn open<S, R>(
+    dir: impl AsRef<Path>,
+    options: Options,
+) -> Result<Handle<Replica<S, R>>, OpenError>
 where
     S: Bundle + Send,
     R: Request + Send,
@@ -194,17 +197,58 @@ where
 pub fn driver<S, R>(
     dir: impl AsRef<Path>,
     options: Options,
-) -> Result<Driver<S, R, FileTransport>, OpenError>
+) -> Result<Driver<Replica<S, R>, FileTransport>, OpenError>
 where
     S: Bundle + Send,
     R: Request + Send,
 {
-    let dir = dir.as_ref();
     let source = options.source.unwrap_or_else(SourceId::random);
     let replica: Replica<S, R> = Replica::new(options.config.clone(), source)?;
+    driver_for(dir, options, replica)
+}
+
+/// As [`driver`], for a machine made elsewhere: a [`Replica`] built by hand, or a layer
+/// that wraps one and implements [`Machine`] (such as `replisync_session::Session`).
+/// The group in `dir` is joined as `machine`'s [source](Machine::source)
+/// ([`Options::source`] is not read); `options.config` must be the configuration the
+/// machine's replica was made with (its mode decides whether the lease authority is
+/// used).
+///
+/// ```
+/// use replisync::{Config, Lww, Merge, Replica, SourceId};
+/// use replisync_files::Options;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Merge)]
+/// struct Doc { title: Lww<String> }
+///
+/// let dir = std::env::temp_dir().join(format!("driver-for-doc-{}", std::process::id()));
+/// let config = Config::distributed();
+/// let replica: Replica<Doc> = Replica::new(config.clone(), SourceId::random())?;
+/// let handle = replisync_files::driver_for(&dir, Options::new(config), replica)?.spawn()?;
+/// handle.write(|doc, d, w| d.title = doc.title.write("hi".into(), w))?;
+/// # drop(handle);
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+///
+/// As [`open`].
+pub fn driver_for<M>(
+    dir: impl AsRef<Path>,
+    options: Options,
+    machine: M,
+) -> Result<Driver<M, FileTransport>, OpenError>
+where
+    M: Machine + Send + 'static,
+    M::Event: Clone + Send + 'static,
+{
+    let dir = dir.as_ref();
+    let source = machine.source();
     let store = FileStore::open(dir, &options)?;
     let transport = FileTransport::join(dir, &options)?;
-    let driver = Driver::new(replica, transport).store(store);
+    let driver = Driver::new(machine, transport).store(store);
     if options.authority && options.config.mode == SyncMode::Leader {
         return Ok(driver.authority(FileAuthority::open(dir, source, &options)?));
     }
