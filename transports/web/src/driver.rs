@@ -16,7 +16,6 @@ use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 
 use js_sys::Promise;
-use replisync::authority::{AuthorityAnswer, AuthorityRequest};
 use replisync::{
     Bundle, Clock, Config, Degradation, Event, Lease, Lifecycle, Now, Persist, Replica, Request,
     SourceId, Stats, Store, SyncMode, Writer,
@@ -27,7 +26,7 @@ use web_sys::{EventTarget, VisibilityState, Window};
 
 use crate::channel::{Channel, ChannelChoice, ChannelKind};
 use crate::error::describe;
-use crate::locks::{self, Lock, LockState};
+use crate::locks::{self, WebLockAuthority};
 use crate::names::Names;
 use crate::store::{StorageChoice, StoreKind, WebStore};
 use crate::{BrowserClock, GroupError, OpenError};
@@ -236,19 +235,8 @@ struct Core<S: Bundle, R: Request> {
     phase: Phase,
     /// Leader mode under Web Locks.
     use_locks: bool,
-    /// The request for the group's lock: queued, or held.
-    lock: Option<Lock>,
-    /// The term this tab holds under the lock.
-    lock_term: Option<u64>,
-    /// Locks given back or lost, kept until the browser has settled them (their
-    /// callbacks must outlive that).
-    retired: Vec<Lock>,
-    /// Settles once the last lock given back is released.
-    released: Option<Promise>,
-    /// The term counter where localStorage does not work.
-    memory_term: u64,
-    /// Answers of the authority, for the replica.
-    answers: VecDeque<AuthorityAnswer>,
+    /// The lease authority on the group's Web Lock (leader mode under Web Locks).
+    authority: Option<WebLockAuthority>,
     degradations: Vec<Degradation>,
     /// Events raised by the driver itself, for the queue.
     raised: Vec<Event<R>>,
@@ -301,7 +289,9 @@ impl<S: Bundle, R: Request> WebReplica<S, R> {
                 let mut core = shared.core.borrow_mut();
                 core.timer.fired();
                 // Outside every lock callback: settled locks may go now.
-                core.retired.retain(|l| !l.is_settled());
+                if let Some(authority) = &core.authority {
+                    authority.sweep();
+                }
                 drop(core);
                 let _ = shared.input(|r, now| r.handle_timeout(now));
             });
@@ -338,12 +328,7 @@ impl<S: Bundle, R: Request> WebReplica<S, R> {
                     page: Vec::new(),
                     phase: Phase::Away,
                     use_locks,
-                    lock: None,
-                    lock_term: None,
-                    retired: Vec::new(),
-                    released: None,
-                    memory_term: 0,
-                    answers: VecDeque::new(),
+                    authority: None,
                     degradations,
                     raised,
                 }),
@@ -504,7 +489,8 @@ impl<S: Bundle, R: Request> WebReplica<S, R> {
     /// back, or its request withdrawn, is free of it: after [`WebReplica::close`], when
     /// another tab can take the lock. At once if it never held one.
     pub fn released(&self) -> Promise {
-        let released = self.shared.core.borrow().released.clone();
+        let core = self.shared.core.borrow();
+        let released = core.authority.as_ref().and_then(WebLockAuthority::released);
         released.unwrap_or_else(|| Promise::resolve(&wasm_bindgen::JsValue::UNDEFINED))
     }
 
@@ -565,51 +551,6 @@ impl<S: Bundle, R: Request> Shared<S, R> {
         };
         if raised {
             self.deliver();
-        }
-    }
-
-    /// The browser granted the group's lock: the replica may lead, in a term newer than
-    /// any granted before (the counter is read and raised while holding the lock).
-    fn lock_granted(self: &Rc<Self>) {
-        let term = {
-            let mut core = self.core.borrow_mut();
-            let known = core.replica.lease().map_or(0, |l| l.term);
-            let term = core.stored_term().max(known).saturating_add(1);
-            core.raise_term(term);
-            core.lock_term = Some(term);
-            term
-        };
-        let _ = self.input(|r, now| {
-            r.handle_authority(
-                now,
-                AuthorityAnswer::Granted {
-                    ask: None,
-                    term,
-                    valid_ms: None,
-                },
-            )
-        });
-    }
-
-    /// A held lock ended without being given back: the replica stops leading, and the
-    /// tab queues for the lock again.
-    fn lock_lost(self: &Rc<Self>) {
-        let term = {
-            let mut core = self.core.borrow_mut();
-            if let Some(lock) = core.lock.take() {
-                core.retired.push(lock);
-            }
-            core.lock_term.take()
-        };
-        if let Some(term) = term {
-            let _ = self.input(|r, now| r.handle_authority(now, AuthorityAnswer::Lost { term }));
-        }
-        let mut core = self.core.borrow_mut();
-        if core.phase == Phase::Open && core.use_locks && core.lock.is_none() {
-            match core.request_lock() {
-                Ok(lock) => core.lock = Some(lock),
-                Err(why) => tracing::warn!(%why, "the Web Lock could not be asked for again"),
-            }
         }
     }
 
@@ -729,11 +670,30 @@ impl<S: Bundle, R: Request> Core<S, R> {
     /// the back-forward cache with a new replica of the same id.
     fn join(&mut self, first: bool) -> Result<(), OpenError> {
         let now = self.clock.now();
+        // The channel and the lock's record may go through localStorage even where the
+        // store keeps the state in memory by choice.
+        self.local_storage = match self.store.local_storage() {
+            Some(storage) => Some(storage.clone()),
+            None => crate::store::working_local_storage(&self.window, &self.names).ok(),
+        };
         let mut replica = Replica::new(self.config.clone(), self.me)?;
         if self.use_locks {
-            match self.request_lock() {
-                Ok(lock) => {
-                    self.lock = Some(lock);
+            let this = self.this.clone();
+            let wake = move || {
+                if let Some(shared) = this.upgrade() {
+                    // Hands the authority's answers to the replica.
+                    let _ = shared.input(|_, _| ());
+                }
+            };
+            let (window, storage) = (&self.window, self.local_storage.clone());
+            let group = self.names.group();
+            match WebLockAuthority::open(window, group, self.me, storage, wake) {
+                Ok(authority) => {
+                    // A term seen before a stay in the back-forward cache stays seen.
+                    if let Some(before) = &self.authority {
+                        authority.note_term(before.highest());
+                    }
+                    self.authority = Some(authority);
                     replica = replica.with_authority();
                 }
                 Err(why) => {
@@ -745,7 +705,6 @@ impl<S: Bundle, R: Request> Core<S, R> {
             }
         }
         self.replica = replica;
-        self.lock_term = None;
         self.store_failing = false;
         self.send_failing = false;
         match self.store.load() {
@@ -768,12 +727,6 @@ impl<S: Bundle, R: Request> Core<S, R> {
                 let _ = shared.input(|r, now| r.handle_message(now, &bytes));
             }
         };
-        // The channel may go through localStorage even where the store keeps the state
-        // in memory by choice.
-        self.local_storage = match self.store.local_storage() {
-            Some(storage) => Some(storage.clone()),
-            None => crate::store::working_local_storage(&self.window, &self.names).ok(),
-        };
         let (channel, fallback) = Channel::open(
             &self.window,
             &self.names,
@@ -793,119 +746,6 @@ impl<S: Bundle, R: Request> Core<S, R> {
         Ok(())
     }
 
-    /// Queues a request for the group's Web Lock.
-    fn request_lock(&self) -> Result<Lock, String> {
-        let on_grant = self.this.clone();
-        let on_loss = self.this.clone();
-        Lock::request(
-            &self.window,
-            &self.names.lock(),
-            move || {
-                if let Some(shared) = on_grant.upgrade() {
-                    shared.lock_granted();
-                }
-            },
-            move || {
-                if let Some(shared) = on_loss.upgrade() {
-                    shared.lock_lost();
-                }
-            },
-        )
-    }
-
-    /// Gives a lock back (or withdraws its request), keeping it until the browser has
-    /// settled it.
-    fn retire(&mut self, lock: Lock) {
-        lock.release();
-        self.released = Some(lock.settled());
-        self.retired.push(lock);
-    }
-
-    fn lock_held(&self) -> bool {
-        self.lock
-            .as_ref()
-            .is_some_and(|l| l.state() == LockState::Held)
-    }
-
-    /// The last term granted under the lock, by any tab.
-    fn stored_term(&self) -> u64 {
-        let stored = match &self.local_storage {
-            Some(storage) => locks::stored_term(storage, &self.names.term_key()),
-            None => 0,
-        };
-        stored.max(self.memory_term)
-    }
-
-    /// Raises the term counter to `term` (only while holding the lock).
-    fn raise_term(&mut self, term: u64) {
-        self.memory_term = self.memory_term.max(term);
-        if let Some(storage) = &self.local_storage {
-            if let Err(why) = locks::store_term(storage, &self.names.term_key(), term) {
-                tracing::warn!(%why, "the lease term could not be stored");
-            }
-        }
-    }
-
-    /// Carries out a request of the replica to its authority: the Web Lock, and the
-    /// term counter kept beside it.
-    fn authority_request(&mut self, request: AuthorityRequest) {
-        match request {
-            AuthorityRequest::Acquire { ask, term, .. } => {
-                let stored = self.stored_term();
-                let answer = if self.lock_held() && (term > stored || self.lock_term == Some(term))
-                {
-                    // Held: the grant moves to the newer term asked for.
-                    self.raise_term(term);
-                    self.lock_term = Some(term);
-                    AuthorityAnswer::Granted {
-                        ask: Some(ask),
-                        term,
-                        valid_ms: None,
-                    }
-                } else {
-                    // Not held (the request waits in the browser's queue, and its grant
-                    // will come unasked), or a term already spent.
-                    AuthorityAnswer::Refused {
-                        ask: Some(ask),
-                        term: stored.max(self.lock_term.unwrap_or(0)),
-                        holder: None,
-                    }
-                };
-                self.answers.push_back(answer);
-            }
-            AuthorityRequest::Renew { ask, term, .. } => {
-                let answer = if self.lock_held() && self.lock_term == Some(term) {
-                    AuthorityAnswer::Granted {
-                        ask: Some(ask),
-                        term,
-                        valid_ms: None,
-                    }
-                } else {
-                    AuthorityAnswer::Lost { term }
-                };
-                self.answers.push_back(answer);
-            }
-            AuthorityRequest::Release { term } => {
-                if self.lock_term.is_some_and(|held| held != term) {
-                    return; // an older term, moved on from
-                }
-                self.lock_term = None;
-                if let Some(lock) = self.lock.take() {
-                    self.retire(lock);
-                }
-                if self.phase == Phase::Open && !self.replica.has_left() {
-                    // Back in the queue, to lead again once the others had their turn.
-                    match self.request_lock() {
-                        Ok(lock) => self.lock = Some(lock),
-                        Err(why) => {
-                            tracing::warn!(%why, "the Web Lock could not be asked for again")
-                        }
-                    }
-                }
-            }
-        }
-    }
-
     fn degrade(&mut self, reason: Degradation) {
         self.degradations.push(reason.clone());
         self.raised.push(Event::Degraded { reason });
@@ -916,15 +756,18 @@ impl<S: Bundle, R: Request> Core<S, R> {
         queue.extend(self.raised.drain(..));
         // The authority's answers are inputs too: carry out every request, hand back
         // every answer, until the replica asks nothing more.
-        loop {
-            while let Some(request) = self.replica.poll_authority() {
-                self.authority_request(request);
+        if let Some(authority) = &self.authority {
+            loop {
+                authority.note_term(self.replica.lease().map_or(0, |l| l.term));
+                while let Some(request) = self.replica.poll_authority() {
+                    authority.handle(request);
+                }
+                let Some(answer) = authority.poll_answer() else {
+                    break;
+                };
+                let now = self.clock.now();
+                self.replica.handle_authority(now, answer);
             }
-            let Some(answer) = self.answers.pop_front() else {
-                break;
-            };
-            let now = self.clock.now();
-            self.replica.handle_authority(now, answer);
         }
         while let Some(bytes) = self.replica.poll_transmit() {
             let Some(channel) = &mut self.channel else {
@@ -989,10 +832,9 @@ impl<S: Bundle, R: Request> Core<S, R> {
         // A lock still held was given back with the lease; a request still queued is
         // withdrawn, so that the page keeps no lock (and stays eligible for the
         // back-forward cache).
-        if let Some(lock) = self.lock.take() {
-            self.retire(lock);
+        if let Some(authority) = &self.authority {
+            authority.close();
         }
-        self.lock_term = None;
         if let Some(mut channel) = self.channel.take() {
             channel.close();
         }
@@ -1048,8 +890,6 @@ impl<S: Bundle, R: Request> Drop for Core<S, R> {
         let mut queue = VecDeque::new();
         self.leave(&mut queue);
         self.unlisten_to_page();
-        // A lock the browser has not settled keeps its callbacks (see `Lock`'s drop).
-        self.retired.clear();
     }
 }
 

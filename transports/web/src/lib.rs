@@ -44,6 +44,8 @@ pub use error::{GroupError, OpenError};
 pub use js::{open_group, Group};
 pub use json::{JsonMap, JsonText};
 pub use listeners::JsListeners;
+#[doc(hidden)]
+pub use locks::WebLockAuthority;
 pub use store::{StorageChoice, StoreError, StoreKind, WebStore};
 
 #[cfg(test)]

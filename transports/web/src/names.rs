@@ -10,6 +10,7 @@
 //! | `log:<source>:<seq>` | one record of the store log of replica `<source>` (see [`crate::store`]) |
 //! | `msg:<source>:<seq>` | a message in flight, when the `storage` event carries the messages |
 //! | `term` | the last lease term granted under the Web Lock |
+//! | `holder` | the id of the replica granted that term |
 //! | `probe` | written and removed once at start, to test that localStorage works |
 
 use replisync::SourceId;
@@ -95,6 +96,12 @@ impl Names {
     /// The key of the last term granted under the Web Lock.
     pub fn term_key(&self) -> String {
         format!("{}term", self.prefix)
+    }
+
+    /// The key of the holder of the last term granted under the Web Lock (its id), so
+    /// that a refusal can name it.
+    pub fn holder_key(&self) -> String {
+        format!("{}holder", self.prefix)
     }
 
     /// The key written once to test localStorage.

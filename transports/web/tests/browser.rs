@@ -296,14 +296,15 @@ async fn without_web_locks_gossip_elects_one_leader_and_a_closed_leader_hands_ov
 }
 
 #[wasm_bindgen_test]
-async fn a_tab_that_stops_leading_queues_for_the_lock_again() {
+async fn a_tab_that_stops_leading_gives_the_lock_back_and_asks_again_to_lead() {
     let group = unique("requeue");
     let a = open(&group, Config::leader(), |_| {});
     wait_for("a to lead", || a.is_leader()).await;
     let b = open(&group, Config::leader(), |_| {});
     wait_for("b to know a", || b.leader() == Some(a.source())).await;
-    // The page resumes from a freeze: a leader re-validates, so a stops leading, gives
-    // the lock back and queues behind b, which leads.
+    // The page resumes from a freeze: a leader re-validates, so a stops leading and
+    // gives the lock back to b, which leads. a does not queue for the lock again
+    // until its replica asks to lead.
     run_js(
         "t.dispatchEvent(new Event('resume'));",
         window().document().unwrap().unchecked_ref(),
@@ -313,11 +314,157 @@ async fn a_tab_that_stops_leading_queues_for_the_lock_again() {
     })
     .await;
     assert!(!a.is_leader());
-    wait_for_lock_queue(&group, 1, 1).await; // a waits for the lock again
+    wait_for_lock_queue(&group, 1, 0).await; // b holds the lock; a does not wait
     let term = b.term();
     close(&b).await;
     wait_for("a to lead again", || a.is_leader() && a.term() > term).await;
     close(&a).await;
+}
+
+/// Holds the Web Lock `name` from the page, as another tab would, until [`let_go`].
+async fn hold_lock(name: &str) {
+    let hold = Function::new_with_args(
+        "name",
+        "return new Promise(held => navigator.locks.request(name, () => \
+             new Promise(release => { window['release:' + name] = release; held(); })));",
+    );
+    let held = hold.call1(&JsValue::UNDEFINED, &name.into()).unwrap();
+    JsFuture::from(held.unchecked_into::<Promise>())
+        .await
+        .unwrap();
+}
+
+/// Lets go of the Web Lock `name` held by [`hold_lock`].
+fn let_go(name: &str) {
+    run_js(
+        "const r = window['release:' + t]; if (r) r();",
+        &name.into(),
+    );
+}
+
+/// Takes the Web Lock `name` from whoever holds it (`steal`), and lets go at once.
+async fn steal_lock(name: &str) {
+    let steal = Function::new_with_args(
+        "name",
+        "return navigator.locks.request(name, { steal: true }, () => {});",
+    );
+    let stolen = steal.call1(&JsValue::UNDEFINED, &name.into()).unwrap();
+    JsFuture::from(stolen.unchecked_into::<Promise>())
+        .await
+        .unwrap();
+}
+
+/// The lock authority's table (`replisync_testkit::lock`), the rows the core runs
+/// against `LockArbiter` and the files crate against `flock`, here against the Web
+/// Locks API and localStorage: each row's answers, and the record beside the lock
+/// after the last term written. [`OTHER`]'s hold is a second request for the lock
+/// from the page; a lock taken away is stolen (`steal: true`) with its record wiped.
+#[wasm_bindgen_test]
+async fn the_lock_table_against_web_locks() {
+    use replisync::authority::{AuthorityAnswer, AuthorityRequest, LockAction};
+    use replisync::SourceId;
+    use replisync_testkit::lock::{table, Given, When, ME, OTHER};
+    use replisync_web::WebLockAuthority;
+
+    async fn next(authority: &WebLockAuthority, row: &str) -> AuthorityAnswer {
+        let start = Date::now();
+        loop {
+            if let Some(answer) = authority.poll_answer() {
+                return answer;
+            }
+            assert!(Date::now() - start < PATIENCE_MS, "{row}: no answer");
+            sleep(2).await;
+        }
+    }
+    let storage = window().local_storage().unwrap().unwrap();
+    for row in table() {
+        let group = unique("lock-table");
+        let lock = format!("replisync:{group}:lease");
+        let term_key = format!("replisync:{group}:term");
+        let holder_key = format!("replisync:{group}:holder");
+        let record = |term: Option<u64>, holder: Option<SourceId>| {
+            match term {
+                Some(term) => storage.set_item(&term_key, &term.to_string()).unwrap(),
+                None => storage.remove_item(&term_key).unwrap(),
+            }
+            match holder {
+                Some(holder) => storage.set_item(&holder_key, &holder.to_string()).unwrap(),
+                None => storage.remove_item(&holder_key).unwrap(),
+            }
+        };
+        let open = || {
+            WebLockAuthority::open(&window(), &group, ME, Some(storage.clone()), || {})
+                .expect("the lock is asked for")
+        };
+        let granted = |term| AuthorityAnswer::Granted {
+            ask: None,
+            term,
+            valid_ms: None,
+        };
+        let me = match row.given {
+            Given::Fresh { recorded } => {
+                record(Some(recorded), None);
+                open()
+            }
+            Given::Held { term } | Given::Released { term } => {
+                record(Some(term - 1), Some(OTHER));
+                let me = open();
+                assert_eq!(next(&me, row.name).await, granted(term), "{}", row.name);
+                if matches!(row.given, Given::Released { .. }) {
+                    me.handle(AuthorityRequest::Release { term });
+                    wait_for_lock_queue(&group, 0, 0).await;
+                }
+                me
+            }
+            Given::Queued { term } => {
+                hold_lock(&lock).await;
+                record(Some(term), Some(OTHER));
+                let me = open();
+                wait_for_lock_queue(&group, 1, 1).await;
+                me
+            }
+        };
+        for when in &row.when {
+            match *when {
+                When::Request(request) => me.handle(request),
+                When::OtherLetsGo => let_go(&lock),
+                When::TakenAway => {
+                    record(None, None);
+                    steal_lock(&lock).await;
+                }
+            }
+        }
+        let mut answers = Vec::new();
+        for _ in &row.answers {
+            answers.push(next(&me, row.name).await);
+        }
+        assert_eq!(answers, row.answers, "{}", row.name);
+        sleep(100).await;
+        assert_eq!(me.poll_answer(), None, "{}: no more answers", row.name);
+        if let Some(LockAction::WriteTerm { term, holder }) = row
+            .actions
+            .iter()
+            .rev()
+            .find(|a| matches!(a, LockAction::WriteTerm { .. }))
+        {
+            assert_eq!(
+                storage.get_item(&term_key).unwrap(),
+                Some(term.to_string()),
+                "{}",
+                row.name
+            );
+            assert_eq!(
+                storage.get_item(&holder_key).unwrap(),
+                Some(holder.to_string()),
+                "{}",
+                row.name
+            );
+        }
+        drop(me);
+        let_go(&lock);
+        wait_for_lock_queue(&group, 0, 0).await;
+        record(None, None);
+    }
 }
 
 #[wasm_bindgen_test]
