@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::network::{group_of, Faults, FaultsError, NetworkStats, NodeId, SimNetwork};
+use crate::sim::network::group_of;
+use crate::sim::{Faults, FaultsError, NetworkStats, NodeId, SimNetwork};
 use crate::Transport;
 
 /// An in-process broadcast group: every [`HubLink`] it hands out reaches every other.
@@ -416,7 +417,7 @@ mod timer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::tests::faults;
+    use crate::sim::network::tests::faults;
     use crossbeam_channel::{RecvTimeoutError, TryRecvError};
     use std::time::Duration;
 

@@ -213,10 +213,7 @@ pub use store::{MemoryStore, Store};
 pub use wire::{Codec, DecodeError, SCHEMA_VERSION};
 pub use writer::{StampError, Writer};
 
-mod network;
-mod rng;
-
-pub use network::{Delivery, Faults, FaultsError, NetworkStats, NodeId, SimNetwork};
+pub mod sim;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod driver;

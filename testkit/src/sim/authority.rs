@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use replisync::authority::{AuthorityAnswer, AuthorityRequest, LeaseArbiter};
-use replisync::Faults;
+use replisync::sim::Faults;
 
 use super::Rng;
 

@@ -3,7 +3,8 @@
 //! and a corrupting peer; stores from an earlier life with terms near 2^32; and leader
 //! failover, measured on the healed network and under faults.
 
-use replisync::{Lease, Lifecycle, Lww, NodeId, Stamp, SyncMode, SCHEMA_VERSION};
+use replisync::sim::NodeId;
+use replisync::{Lease, Lifecycle, Lww, Stamp, SyncMode, SCHEMA_VERSION};
 
 use super::oracle::{registers, stamps};
 use super::{hash_in, verbose, wire, Check, Departure, Node, Req, Rng, Session, World, EPOCH};

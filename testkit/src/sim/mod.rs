@@ -33,9 +33,10 @@ pub mod wire;
 use std::collections::{BTreeMap, VecDeque};
 
 use replisync::authority::{AuthorityAnswer, LeaseArbiter};
+use replisync::sim::{Faults, NodeId, SimNetwork};
 use replisync::{
-    Codec, Config, DecodeError, Event, Faults, Lease, LeaseConfig, Lifecycle, Lww, LwwMap, Merge,
-    NodeId, Now, Replica, SimNetwork, SourceId, Stamp, SyncMode,
+    Codec, Config, DecodeError, Event, Lease, LeaseConfig, Lifecycle, Lww, LwwMap, Merge, Now,
+    Replica, SourceId, Stamp, SyncMode,
 };
 
 use authority::{Flight, SimAuthority};
