@@ -9,6 +9,7 @@
 //! monotonic clock stopped, its wall clock set back) relies on that report, as the
 //! library documents.
 
+use super::Draw;
 use std::collections::BTreeMap;
 
 use replisync::authority::{AuthorityAnswer, AuthorityRequest, LeaseArbiter};

@@ -3,6 +3,7 @@
 //! and a corrupting peer; stores from an earlier life with terms near 2^32; and leader
 //! failover, measured on the healed network and under faults.
 
+use super::Draw;
 use replisync::sim::NodeId;
 use replisync::{Lease, Lifecycle, Lww, Stamp, SyncMode, SCHEMA_VERSION};
 
@@ -97,7 +98,7 @@ impl World {
         } else if pick(o.garbage_rate) {
             if let Some(i) = self.random_node(Node::awake) {
                 let len = self.rng.range(0, 64) as usize;
-                let bytes: Vec<u8> = (0..len).map(|_| self.rng.draw() as u8).collect();
+                let bytes: Vec<u8> = (0..len).map(|_| self.rng.next_u64() as u8).collect();
                 let now = self.now(i);
                 if let Some(r) = self.nodes[i].replica.as_mut() {
                     r.handle_message(now, &bytes);
