@@ -215,11 +215,12 @@ pub use writer::{StampError, Writer};
 
 pub mod sim;
 
-#[cfg(not(target_arch = "wasm32"))]
+// The native runtime, behind the default `driver` feature (native targets only).
+#[cfg(all(feature = "driver", not(target_arch = "wasm32")))]
 mod driver;
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(all(feature = "driver", not(target_arch = "wasm32")))]
 mod hub;
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(all(feature = "driver", not(target_arch = "wasm32")))]
 pub use driver::{Authority, Driver, DriverError, Handle, MutexAuthority, Transport};
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(all(feature = "driver", not(target_arch = "wasm32")))]
 pub use hub::{Hub, HubLink};

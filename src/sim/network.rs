@@ -16,7 +16,7 @@ pub struct NodeId(u64);
 
 impl NodeId {
     /// (Used by the hub, which is native only.)
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    #[cfg_attr(any(not(feature = "driver"), target_arch = "wasm32"), allow(dead_code))]
     pub(crate) const fn new(n: u64) -> Self {
         NodeId(n)
     }
