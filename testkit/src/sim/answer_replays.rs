@@ -13,7 +13,7 @@
 
 use super::Draw;
 use replisync::authority::{AuthorityAnswer, AuthorityRequest};
-use replisync::MAX_TERM;
+use replisync::stamp::MAX_TERM;
 
 use super::authority::Flight;
 use super::{hash_in, verbose, Check, World};

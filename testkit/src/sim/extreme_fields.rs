@@ -9,7 +9,7 @@
 //! must still lead within the failover bound.
 
 use super::Draw;
-use replisync::MAX_TERM;
+use replisync::stamp::MAX_TERM;
 
 use super::{hash_in, verbose, wire, Check, Req, Rng, World};
 
