@@ -164,14 +164,15 @@ impl Hub {
     /// with delays, timing decides what is due when.
     ///
     /// ```
-    /// use replisync::{Faults, Hub, Transport};
+    /// use replisync::sim::Faults;
+    /// use replisync::{Hub, Transport};
     ///
     /// let hub = Hub::with_faults(7, Faults { loss: 1.0, ..Faults::NONE })?;
     /// let (mut a, b) = (hub.connect(), hub.connect());
     /// a.broadcast(b"lost").unwrap();
     /// assert!(b.incoming().try_recv().is_err());
     /// assert_eq!(hub.stats().map(|s| s.dropped), Some(1));
-    /// # Ok::<(), replisync::FaultsError>(())
+    /// # Ok::<(), replisync::sim::FaultsError>(())
     /// ```
     ///
     /// # Errors
