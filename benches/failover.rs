@@ -8,7 +8,8 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use replisync::{Faults, SyncMode};
+use replisync::sim::Faults;
+use replisync::SyncMode;
 use replisync_testkit::sim;
 
 #[derive(Clone, Copy)]

@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Codec, LeaseConfig, LeaseConfigError, DEFAULT_MAX_DRIFT_MS};
+use crate::hlc::DEFAULT_MAX_DRIFT_MS;
+use crate::{Codec, LeaseConfig, LeaseConfigError};
 
 /// Who writes.
 ///

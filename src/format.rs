@@ -14,12 +14,12 @@
 //!
 //! | field | type | meaning |
 //! |---|---|---|
-//! | `schema` | u16 | [`SCHEMA_VERSION`](crate::SCHEMA_VERSION) (2); a newer schema is refused, never guessed at |
+//! | `schema` | u16 | [`SCHEMA_VERSION`] (2); a newer schema is refused, never guessed at |
 //! | `sender` | [`SourceId`](crate::SourceId) | the replica that sent it |
 //! | `incarnation` | u64 | the sender's HLC time when this run of it started: a restart is told apart from a replay |
 //! | `seq` | u64 | the message's number, from 1, one more per message of this run (1 ..= 2^63 - 1) |
 //! | `hlc` | u64 | the sender's hybrid logical clock at sending (ms since the Unix epoch, logical) |
-//! | `term` | u64 | the highest lease term the sender knows (0 in distributed mode, at most [`MAX_TERM`](crate::MAX_TERM)) |
+//! | `term` | u64 | the highest lease term the sender knows (0 in distributed mode, at most [`MAX_TERM`](crate::stamp::MAX_TERM)) |
 //! | `body` | one of the bodies below | what the message is for |
 //!
 //! The bodies, in declaration order (postcard writes the index as a varint; JSON names
@@ -65,7 +65,7 @@
 //! integrity check, the schema, the decoding, then every field it will trust (the
 //! sequence numbers; terms no higher than the envelope's; a lease record's holder and a
 //! delta's stamps being the sender's own; versions within
-//! [`MAX_VERSION`](crate::MAX_VERSION); stamp times no further ahead than the drift
+//! [`MAX_VERSION`](crate::stamp::MAX_VERSION); stamp times no further ahead than the drift
 //! bound; part numbers; a lease record of at least 1 ms). What a record or message may
 //! say about time is bounded by the receiver's own configuration: a lease lasts at
 //! most its own `duration_ms` as it measures it, whatever the record says. No message
@@ -88,3 +88,5 @@
 //! ```
 //!
 //! (Shown over several lines here; on the wire the JSON text is one line.)
+
+pub use crate::wire::SCHEMA_VERSION;

@@ -1,10 +1,12 @@
-//! The hybrid logical clock that issues `updated_at`.
+//! The hybrid logical clock that issues `updated_at`: [`Hlc`] and [`ClockError`] (both
+//! also at the crate root) and the default drift bound, [`DEFAULT_MAX_DRIFT_MS`].
 
 use core::fmt;
 
 use crate::{SourceId, Writer};
 
-/// The default bound on how far ahead of the local wall clock a remote time may be.
+/// The default bound on how far ahead of the local wall clock a remote time may be
+/// ([`Hlc::default`], [`Config`](crate::Config)'s `max_drift_ms`).
 pub const DEFAULT_MAX_DRIFT_MS: u64 = 500;
 
 /// A hybrid logical clock: issues the `updated_at` of this replica's stamps.

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::network::{group_of, Faults, FaultsError, NetworkStats, NodeId, SimNetwork};
+use crate::sim::network::group_of;
+use crate::sim::{Faults, FaultsError, NetworkStats, NodeId, SimNetwork};
 use crate::Transport;
 
 /// An in-process broadcast group: every [`HubLink`] it hands out reaches every other.
@@ -163,14 +164,15 @@ impl Hub {
     /// with delays, timing decides what is due when.
     ///
     /// ```
-    /// use replisync::{Faults, Hub, Transport};
+    /// use replisync::sim::Faults;
+    /// use replisync::{Hub, Transport};
     ///
     /// let hub = Hub::with_faults(7, Faults { loss: 1.0, ..Faults::NONE })?;
     /// let (mut a, b) = (hub.connect(), hub.connect());
     /// a.broadcast(b"lost").unwrap();
     /// assert!(b.incoming().try_recv().is_err());
     /// assert_eq!(hub.stats().map(|s| s.dropped), Some(1));
-    /// # Ok::<(), replisync::FaultsError>(())
+    /// # Ok::<(), replisync::sim::FaultsError>(())
     /// ```
     ///
     /// # Errors
@@ -416,7 +418,7 @@ mod timer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::tests::faults;
+    use crate::sim::network::tests::faults;
     use crossbeam_channel::{RecvTimeoutError, TryRecvError};
     use std::time::Duration;
 

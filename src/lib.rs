@@ -178,7 +178,7 @@ mod clock;
 mod config;
 mod event;
 pub mod format;
-mod hlc;
+pub mod hlc;
 mod lease;
 mod lww;
 mod machine;
@@ -186,7 +186,7 @@ mod map;
 mod merge;
 mod replica;
 mod source;
-mod stamp;
+pub mod stamp;
 mod store;
 mod wire;
 mod writer;
@@ -197,32 +197,35 @@ pub use clock::SystemClock;
 pub use clock::{Clock, ManualClock, Now};
 pub use config::{Config, ConfigError, SyncMode};
 pub use event::{Degradation, Event, LeadershipLoss, Rejection};
-pub use hlc::{ClockError, Hlc, DEFAULT_MAX_DRIFT_MS};
+pub use hlc::{ClockError, Hlc};
 pub use lease::{Lease, LeaseConfig, LeaseConfigError, LeaseError, LeaseWatch};
 pub use lww::Lww;
 pub use machine::{Machine, Output};
 pub use map::LwwMap;
-pub use merge::{Fields, Merge, Merged};
+/// What `#[derive(Merge)]` implements besides [`Merge`]: the field names, for
+/// [`Event::Changed`]'s `fields`. Plumbing, not for implementing by hand.
+#[doc(hidden)]
+pub use merge::Fields;
+pub use merge::{Merge, Merged};
 pub use replica::{Invalid, Lifecycle, Persist, Replica, Stats, WriteError};
-/// `#[derive(Merge)]`: implements [`Merge`] and [`Fields`] for a struct whose fields
-/// are all [`Merge`], merging every field (see the trait's docs).
+/// `#[derive(Merge)]`: implements [`Merge`] for a struct whose fields are all
+/// [`Merge`], merging every field (see the trait's docs), and names the fields for
+/// [`Event::Changed`].
 pub use replisync_derive::Merge;
 pub use source::SourceId;
-pub use stamp::{Stamp, MAX_TERM, MAX_VERSION, TERM_SHIFT};
+pub use stamp::Stamp;
 pub use store::{MemoryStore, Store};
-pub use wire::{Codec, DecodeError, SCHEMA_VERSION};
+pub use wire::{Codec, DecodeError};
 pub use writer::{StampError, Writer};
 
-mod network;
-mod rng;
+pub mod sim;
 
-pub use network::{Delivery, Faults, FaultsError, NetworkStats, NodeId, SimNetwork};
-
-#[cfg(not(target_arch = "wasm32"))]
+// The native runtime, behind the default `driver` feature (native targets only).
+#[cfg(all(feature = "driver", not(target_arch = "wasm32")))]
 mod driver;
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(all(feature = "driver", not(target_arch = "wasm32")))]
 mod hub;
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(all(feature = "driver", not(target_arch = "wasm32")))]
 pub use driver::{Authority, Driver, DriverError, Handle, MutexAuthority, Transport};
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(all(feature = "driver", not(target_arch = "wasm32")))]
 pub use hub::{Hub, HubLink};

@@ -124,6 +124,7 @@ impl Merged {
 
     /// This result with `inner`, the merge of field `index`, folded in: any change in
     /// `inner` sets bit `index` (bit 63 for 63 and above); its conflicts add up.
+    #[doc(hidden)]
     pub const fn with_field(self, index: u32, inner: Merged) -> Merged {
         let bit = if index > 63 { 63 } else { index };
         Merged {
@@ -132,8 +133,8 @@ impl Merged {
         }
     }
 
-    /// The names of the changed fields, given the field names of the merged type
-    /// (see [`Fields`]).
+    /// The names of the changed fields, given the field names of the merged type (in
+    /// field order, as `#[derive(Merge)]` lists them).
     pub fn changed_fields<'a>(&self, names: &'a [&'a str]) -> impl Iterator<Item = &'a str> + 'a {
         let mask = self.changed;
         names

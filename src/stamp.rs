@@ -1,4 +1,7 @@
-//! The order of writes.
+//! The order of writes: [`Stamp`] (also at the crate root) and the limits of its
+//! version, which packs a lease term above a count of writes ([`TERM_SHIFT`],
+//! [`MAX_VERSION`], [`MAX_TERM`]). A peer in another language or a recovery tool reads
+//! them here; a replica refuses a peer's version or term past them.
 
 use serde::{Deserialize, Serialize};
 

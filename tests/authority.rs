@@ -441,7 +441,7 @@ fn a_grant_of_a_term_no_write_can_carry_is_handed_back_not_led() {
     let mut a = replica(A);
     a.handle_timeout(at(0));
     let _ = requests(&mut a);
-    let term = replisync::MAX_TERM + 1;
+    let term = replisync::stamp::MAX_TERM + 1;
     a.handle_authority(
         at(1),
         AuthorityAnswer::Granted {

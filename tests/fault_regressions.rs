@@ -2,10 +2,10 @@
 //! ordinary faults or one bad message), written from its scenario: what a user relies
 //! on, checked exactly.
 
+use replisync::stamp::{MAX_TERM, MAX_VERSION, TERM_SHIFT};
 use replisync::{
     Codec, Config, DecodeError, Degradation, Event, Invalid, LeadershipLoss, Lifecycle, Lww,
     LwwMap, Merge, Now, Rejection, Replica, SourceId, Stamp, StampError, SyncMode, WriteError,
-    MAX_TERM, MAX_VERSION, TERM_SHIFT,
 };
 use replisync_testkit::bench::{self, Bench};
 use replisync_testkit::mirror;

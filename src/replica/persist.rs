@@ -611,7 +611,7 @@ mod tests {
 
     fn framed(codec: Codec, state: u32) -> Vec<u8> {
         let stored = Stored {
-            schema: crate::SCHEMA_VERSION,
+            schema: crate::format::SCHEMA_VERSION,
             updated_at: 1,
             source: SourceId::from_u128(1),
             state,

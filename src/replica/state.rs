@@ -60,16 +60,19 @@ pub(super) fn stored_terms<S: Merge>(state: &State<S>) -> Result<u64, String> {
     let mut top = state.lease.map_or(0, |l| l.term);
     let mut bad = None;
     state.app.visit_stamps(&mut |stamp| {
-        if stamp.version > crate::MAX_VERSION {
+        if stamp.version > crate::stamp::MAX_VERSION {
             bad.get_or_insert(stamp.version);
         }
         top = top.max(stamp.term());
     });
     if let Some(v) = bad {
-        return Err(format!("version {v} is above {}", crate::MAX_VERSION));
+        return Err(format!(
+            "version {v} is above {}",
+            crate::stamp::MAX_VERSION
+        ));
     }
-    if top > crate::MAX_TERM {
-        return Err(format!("term {top} is above {}", crate::MAX_TERM));
+    if top > crate::stamp::MAX_TERM {
+        return Err(format!("term {top} is above {}", crate::stamp::MAX_TERM));
     }
     Ok(top)
 }

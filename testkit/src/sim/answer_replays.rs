@@ -11,8 +11,9 @@
 //! told it lost (in this run of its process), or a term below one it was granted or
 //! heard of (a lease record of a higher term) in this run.
 
+use super::Draw;
 use replisync::authority::{AuthorityAnswer, AuthorityRequest};
-use replisync::MAX_TERM;
+use replisync::stamp::MAX_TERM;
 
 use super::authority::Flight;
 use super::{hash_in, verbose, Check, World};

@@ -9,10 +9,11 @@
 //! monotonic clock stopped, its wall clock set back) relies on that report, as the
 //! library documents.
 
+use super::Draw;
 use std::collections::BTreeMap;
 
 use replisync::authority::{AuthorityAnswer, AuthorityRequest, LeaseArbiter};
-use replisync::Faults;
+use replisync::sim::Faults;
 
 use super::Rng;
 

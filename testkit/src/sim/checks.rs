@@ -3,6 +3,7 @@
 //! holders, and, in the converged state, fencing, durability, convergence that encodes,
 //! and peers that are still heard.
 
+use super::Draw;
 use replisync::{DecodeError, Persist, SourceId, Stamp, SyncMode, Writer};
 
 use super::oracle::{self, registers, stamps, Reg};

@@ -7,6 +7,7 @@
 //! and act on their own stream during the run, so that a seed run with every class off
 //! ([`Classes::NONE`]) replays exactly the world it made before the classes existed.
 
+use super::Draw;
 use super::Rng;
 
 /// Mixed into the seed for the classes' own random streams.

@@ -8,7 +8,8 @@
 //! next lease message, races it with such a copy, then crashes the leader; a successor
 //! must still lead within the failover bound.
 
-use replisync::MAX_TERM;
+use super::Draw;
+use replisync::stamp::MAX_TERM;
 
 use super::{hash_in, verbose, wire, Check, Req, Rng, World};
 

@@ -3,7 +3,10 @@
 //! and a corrupting peer; stores from an earlier life with terms near 2^32; and leader
 //! failover, measured on the healed network and under faults.
 
-use replisync::{Lease, Lifecycle, Lww, NodeId, Stamp, SyncMode, SCHEMA_VERSION};
+use super::Draw;
+use replisync::format::SCHEMA_VERSION;
+use replisync::sim::NodeId;
+use replisync::{Lease, Lifecycle, Lww, Stamp, SyncMode};
 
 use super::oracle::{registers, stamps};
 use super::{hash_in, verbose, wire, Check, Departure, Node, Req, Rng, Session, World, EPOCH};
@@ -96,7 +99,7 @@ impl World {
         } else if pick(o.garbage_rate) {
             if let Some(i) = self.random_node(Node::awake) {
                 let len = self.rng.range(0, 64) as usize;
-                let bytes: Vec<u8> = (0..len).map(|_| self.rng.draw() as u8).collect();
+                let bytes: Vec<u8> = (0..len).map(|_| self.rng.next_u64() as u8).collect();
                 let now = self.now(i);
                 if let Some(r) = self.nodes[i].replica.as_mut() {
                     r.handle_message(now, &bytes);
@@ -147,14 +150,14 @@ impl World {
     /// their term (leader mode) or near `MAX_VERSION` (distributed mode).
     pub(super) fn seed_high_stores(&mut self) {
         let leader = self.opts.mode == SyncMode::Leader;
-        let term = replisync::MAX_TERM - self.rng.range(100, 1_000);
+        let term = replisync::stamp::MAX_TERM - self.rng.range(100, 1_000);
         let holder = self.nodes[self.rng.below(self.nodes.len() as u64) as usize].id;
         let version = |rng: &mut Rng| {
             let below = rng.below(4);
             if leader {
                 (term << 32) | (u64::from(u32::MAX) - below)
             } else {
-                replisync::MAX_VERSION - below
+                replisync::stamp::MAX_VERSION - below
             }
         };
         let at = EPOCH - 5_000;

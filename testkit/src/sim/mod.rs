@@ -33,9 +33,11 @@ pub mod wire;
 use std::collections::{BTreeMap, VecDeque};
 
 use replisync::authority::{AuthorityAnswer, LeaseArbiter};
+pub use replisync::sim::Rng;
+use replisync::sim::{Faults, NodeId, SimNetwork};
 use replisync::{
-    Codec, Config, DecodeError, Event, Faults, Lease, LeaseConfig, Lifecycle, Lww, LwwMap, Merge,
-    NodeId, Now, Replica, SimNetwork, SourceId, Stamp, SyncMode,
+    Codec, Config, DecodeError, Event, Lease, LeaseConfig, Lifecycle, Lww, LwwMap, Merge, Now,
+    Replica, SourceId, Stamp, SyncMode,
 };
 
 use authority::{Flight, SimAuthority};
@@ -80,35 +82,25 @@ pub enum Req {
     Blob(u64, String),
 }
 
-/// SplitMix64: small, fast, and the same everywhere.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-    pub fn draw(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
+/// The simulator's draws: replisync's own seeded SplitMix64 ([`Rng`]), plus the few
+/// shapes of draw the workload uses. Implemented only for [`Rng`].
+pub trait Draw {
     /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.draw() % n.max(1)
-    }
+    fn below(&mut self, n: u64) -> u64;
     /// Uniform in `lo..=hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+    fn range(&mut self, lo: u64, hi: u64) -> u64;
+    /// One of `items`, uniformly.
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T;
+}
+
+impl Draw for Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.below(hi - lo + 1)
     }
-    /// True with probability `p`.
-    pub fn chance(&mut self, p: f64) -> bool {
-        (self.draw() >> 11) as f64 / (1u64 << 53) as f64 * 1.0 < p
-    }
-    /// One of `items`, uniformly.
-    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
         items[self.below(items.len() as u64) as usize]
     }
 }
@@ -462,7 +454,7 @@ fn hash_in(trace: &mut u64, bytes: &[u8]) {
 impl World {
     pub fn new(opts: Options) -> Self {
         let mut rng = Rng::new(opts.seed);
-        let mut net = SimNetwork::new(rng.draw());
+        let mut net = SimNetwork::new(rng.next_u64());
         net.set_faults(opts.faults).expect("valid faults");
         // The authority's link is as faulty as the network.
         let authority = opts

@@ -13,6 +13,7 @@
 //! silent loss. After convergence a probe makes requests of every size around the limit
 //! on the healed network, where nothing is excused but a report.
 
+use super::Draw;
 use std::collections::{BTreeMap, BTreeSet};
 
 use replisync::{Degradation, Event, Rejection, SourceId, SyncMode};

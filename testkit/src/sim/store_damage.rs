@@ -12,6 +12,7 @@
 //! until it deliberately replaces the store at a later restart), or reads back every
 //! record that was persisted. Only a torn tail may be dropped.
 
+use super::Draw;
 use replisync::{Codec, Lease, Stamp};
 use std::collections::BTreeMap;
 

@@ -4,6 +4,7 @@
 //! field to an extreme value, re-encode it with a valid integrity check) and crafting
 //! stores (high starting terms and versions).
 
+use super::Draw;
 use replisync::{Codec, Lww, LwwMap, SourceId, Stamp};
 
 use super::{Req, Rng, Session};

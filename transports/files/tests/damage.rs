@@ -252,7 +252,7 @@ fn a_store_of_a_newer_schema_is_reported_and_never_written_over() {
     let dir = Scratch::new("newer-schema");
     // What a newer version of the library would have stored.
     let stored = mirror::Stored {
-        schema: replisync::SCHEMA_VERSION + 1,
+        schema: replisync::format::SCHEMA_VERSION + 1,
         updated_at: 1,
         source: replisync::SourceId::from_u128(9),
         state: mirror::State::<Doc>::default(),

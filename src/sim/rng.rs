@@ -7,18 +7,18 @@
 
 /// A SplitMix64 generator. The same seed gives the same sequence on every platform.
 #[derive(Clone, Debug)]
-pub(crate) struct Rng {
+pub struct Rng {
     state: u64,
 }
 
 impl Rng {
     /// A generator whose state starts at `seed` (every seed is fine, zero included).
-    pub(crate) const fn new(seed: u64) -> Self {
+    pub const fn new(seed: u64) -> Self {
         Rng { state: seed }
     }
 
     /// The next 64 random bits.
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -27,20 +27,20 @@ impl Rng {
     }
 
     /// A float uniformly drawn from `[0, 1)`, from the top 53 bits.
-    pub(crate) fn next_f64(&mut self) -> f64 {
+    pub fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
     /// True with probability `p` (`p <= 0` never, `p >= 1` always). Always draws once,
     /// so the sequence does not depend on `p`.
-    pub(crate) fn chance(&mut self, p: f64) -> bool {
+    pub fn chance(&mut self, p: f64) -> bool {
         self.next_f64() < p
     }
 
     /// A value drawn from `min..=max` (`min` when `max < min`). Uses the high half of a
     /// 128-bit product (Lemire's multiply-shift without the rejection step): the bias is
     /// below 2^-64 times the span, far under what a fault test can observe.
-    pub(crate) fn between(&mut self, min: u64, max: u64) -> u64 {
+    pub fn between(&mut self, min: u64, max: u64) -> u64 {
         let Some(span) = max.checked_sub(min) else {
             return min;
         };

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::fmt;
 use std::sync::Arc;
 
-use crate::rng::Rng;
+use super::Rng;
 
 /// A node of a [`SimNetwork`] (or a link of a [`Hub`](crate::Hub)).
 ///
@@ -16,7 +16,7 @@ pub struct NodeId(u64);
 
 impl NodeId {
     /// (Used by the hub, which is native only.)
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    #[cfg_attr(any(not(feature = "driver"), target_arch = "wasm32"), allow(dead_code))]
     pub(crate) const fn new(n: u64) -> Self {
         NodeId(n)
     }
@@ -34,7 +34,7 @@ impl NodeId {
 /// [`Faults::validate`] when it is set.
 ///
 /// ```
-/// use replisync::{Faults, FaultsError};
+/// use replisync::sim::{Faults, FaultsError};
 ///
 /// let lossy = Faults { loss: 0.1, delay_ms: (5, 50), ..Faults::NONE };
 /// assert_eq!(lossy.validate(), Ok(()));
@@ -219,7 +219,7 @@ pub(crate) fn group_of(groups: &[&[NodeId]], id: NodeId) -> u32 {
 /// [`next_due`](Self::next_due). Faults and partitions may change at any time.
 ///
 /// ```
-/// use replisync::{Faults, SimNetwork};
+/// use replisync::sim::{Faults, SimNetwork};
 ///
 /// let mut net = SimNetwork::new(42);
 /// let (a, b, c) = (net.add_node(), net.add_node(), net.add_node());
@@ -235,7 +235,7 @@ pub(crate) fn group_of(groups: &[&[NodeId]], id: NodeId) -> u32 {
 /// assert_eq!(&*first.bytes, b"hello");
 /// assert!(net.poll_deliver(10).is_none());
 /// # let _ = c;
-/// # Ok::<(), replisync::FaultsError>(())
+/// # Ok::<(), replisync::sim::FaultsError>(())
 /// ```
 #[derive(Debug)]
 pub struct SimNetwork {
