@@ -41,7 +41,7 @@ pub trait Merge {
     /// Calls `visit` with the [`Stamp`] of every written register this value holds
     /// (registers at their bottom are skipped). A replica checks every stamp a peer
     /// sends with it before merging anything, so one implausible stamp (a version past
-    /// [`MAX_VERSION`](crate::MAX_VERSION), a time far ahead, a term never led) rejects
+    /// [`MAX_VERSION`](crate::stamp::MAX_VERSION), a time far ahead, a term never led) rejects
     /// the message whole.
     fn visit_stamps(&self, visit: &mut dyn FnMut(&Stamp));
 

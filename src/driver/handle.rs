@@ -72,7 +72,7 @@ where
     }
 
     /// Sends an application request, as [`Replica::request`]: it surfaces as
-    /// [`Event::Request`] at the leader (or here, in distributed mode).
+    /// [`Event::Request`](crate::Event::Request) at the leader (or here, in distributed mode).
     ///
     /// # Errors
     ///

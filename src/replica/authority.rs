@@ -75,7 +75,7 @@ impl AuthorityLink {
     }
 
     /// Hands back a grant of `term` this replica cannot lead (one above
-    /// [`MAX_TERM`](crate::MAX_TERM)) without counting it as spent: it says nothing of
+    /// [`MAX_TERM`](crate::stamp::MAX_TERM)) without counting it as spent: it says nothing of
     /// the terms this replica may still be granted.
     pub(super) fn hand_back(&mut self, term: u64) {
         self.outbox.push_back(AuthorityRequest::Release { term });
