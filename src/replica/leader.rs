@@ -134,7 +134,13 @@ impl<S: Bundle, R: Request> Replica<S, R> {
     /// A peer counts only if it may claim by then: first heard a join grace earlier,
     /// or by the end of this replica's own join grace (replicas that start together
     /// stagger among themselves). One that joined later is still listening and will
-    /// not claim, so waiting for it would only delay the hand-over.
+    /// not claim, so waiting for it would only delay the hand-over. Nor does a peer
+    /// count that fell silent before the lease fell free: a live peer is heard at
+    /// least every heartbeat interval, so one not heard for a heartbeat interval and
+    /// a message's delay is most likely gone, and waiting for it until its peer
+    /// timeout would delay the hand-over by a step for each peer that died lately.
+    /// If it is only slow, both claim, and the lease's merge (or the authority)
+    /// keeps one.
     fn claim_at(&self) -> Option<u64> {
         let lease = self.state.lease.as_ref();
         let free_at = match lease {
@@ -145,11 +151,16 @@ impl<S: Bundle, R: Request> Replica<S, R> {
         let base = free_at.max(self.leadership.joined_until);
         // The holder whose lease ran out does not count: it is likely the one gone.
         let holder = lease.map(|l| l.holder);
+        let silent_for = self
+            .config
+            .heartbeat_interval_ms
+            .saturating_add(self.config.lease.max_delay_ms);
         let rank = self
             .peers
-            .ids_heard_by(
+            .ids_heard(
                 base.saturating_sub(self.join_grace_ms())
                     .max(self.leadership.joined_until),
+                base.saturating_sub(silent_for),
             )
             .filter(|id| *id < self.me && Some(*id) != holder)
             .count() as u64;

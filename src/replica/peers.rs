@@ -286,12 +286,18 @@ impl Peers {
         self.peers.keys().copied()
     }
 
-    /// The peers heard from since `heard_by_ms` at the latest (local monotonic ms):
-    /// those whose current run began no later than that.
-    pub fn ids_heard_by(&self, heard_by_ms: u64) -> impl Iterator<Item = SourceId> + '_ {
+    /// The peers whose current run was first heard by `first_by_ms` at the latest and
+    /// that were last heard at `last_since_ms` or later (local monotonic ms).
+    pub fn ids_heard(
+        &self,
+        first_by_ms: u64,
+        last_since_ms: u64,
+    ) -> impl Iterator<Item = SourceId> + '_ {
         self.peers
             .iter()
-            .filter(move |(_, p)| p.first_heard_ms <= heard_by_ms)
+            .filter(move |(_, p)| {
+                p.first_heard_ms <= first_by_ms && p.last_heard_ms >= last_since_ms
+            })
             .map(|(id, _)| *id)
     }
 

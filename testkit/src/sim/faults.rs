@@ -240,6 +240,9 @@ impl World {
                     return Ok(());
                 };
                 let field = wire::mutate(&mut self.rng, &mut env, now.wall_ms);
+                if matches!(field, "seq" | "incarnation") {
+                    self.poisoned.insert((from, to));
+                }
                 let Some(crafted) = wire::encode(codec, &env) else {
                     return Ok(());
                 };
@@ -387,15 +390,17 @@ impl World {
         self.killed_claimant_at = None;
         let mut killed = false;
         // Followers time the lease from when they observe its last record, locally:
-        // under faults that record may reach a follower late (through a sync), and the
-        // bound counts from then. `observed` keeps, per node, its record and when it
-        // first held it.
+        // under faults that record may reach a follower late (through a sync), and a
+        // corrupting peer may send the dead holder's record with a higher `renew_seq`
+        // (a forged renewal, which no replica can tell from a real one relayed late);
+        // the bound counts from then. `observed` keeps, per node, its record and when
+        // it first held it.
         let mut observed: Vec<Option<(replisync::Lease, u64)>> = vec![None; self.nodes.len()];
         let successor = loop {
             if let Some(s) = self.current_leader() {
                 break s;
             }
-            if under_faults && !killed {
+            if !killed {
                 for (i, n) in self.nodes.iter().enumerate() {
                     let record = n.replica.as_ref().and_then(|r| r.lease().copied());
                     match (record, observed[i]) {

@@ -30,7 +30,7 @@ mod request_sizes;
 mod store_damage;
 pub mod wire;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use replisync::authority::{AuthorityAnswer, LeaseArbiter};
 pub use replisync::sim::Rng;
@@ -404,6 +404,10 @@ pub struct World {
     last_sent: Vec<Vec<u8>>,
     /// The last time each replica admitted a message from each other: (from, to).
     admitted: BTreeMap<(usize, usize), u64>,
+    /// (from, to): a crafted sequence number or incarnation from `from` reached `to`,
+    /// which may refuse `from`'s real messages as already seen until it starts its
+    /// record of `from` afresh (after a few refusals in a row).
+    poisoned: BTreeSet<(usize, usize)>,
     /// A running hash of everything that happened, for the determinism check.
     pub trace: u64,
     /// Where events go as well, while a scenario logs them.
@@ -475,6 +479,7 @@ impl World {
             recent: VecDeque::new(),
             last_sent: Vec::new(),
             admitted: BTreeMap::new(),
+            poisoned: BTreeSet::new(),
             trace: 0xcbf2_9ce4_8422_2325,
             log: None,
             deliveries: 0,
@@ -576,10 +581,13 @@ impl World {
     /// Starts (or restarts) node `i` from its store: restarting never fails.
     pub fn try_start(&mut self, i: usize) -> Check {
         // A store reported unreadable is replaced at the next restart (an operator
-        // moved it aside): the replica starts empty.
+        // moved it aside): the replica starts empty. What it held only in memory in its
+        // last run (it never persists over an unreadable store), writes a graceful
+        // leaver brought it included, is gone with that run.
         if self.nodes[i].unreadable.take().is_some() {
             self.nodes[i].store = None;
             self.nodes[i].disk.clear();
+            self.nodes[i].owed_mem.clear();
         }
         self.nodes[i].torn = false;
         let damaged = if self.nodes[i].run > 0 {
@@ -1040,6 +1048,10 @@ impl World {
                 let after = r.stats();
                 if after.ignored == before.ignored && after.rejected == before.rejected {
                     self.admitted.insert((from, i), self.time);
+                    self.poisoned.remove(&(from, i));
+                } else if self.poisoned.contains(&(from, i)) {
+                    // Refused for a crafted number the simulator sent ahead of it.
+                    self.requests_refused_after_crafted();
                 }
             }
             self.delivering_message = true;

@@ -9,7 +9,9 @@
 //! requests) or when a fault the simulator injected took it (the network dropped a
 //! copy of a message carrying it, or partitioned it away in flight; a message carrying
 //! it reached a replica that was asleep or down; a replica holding it crashed or left;
-//! its target refused it for a clock the simulator stepped ahead). Any other end is a
+//! its target refused it for a clock the simulator stepped ahead, or as already seen
+//! after a crafted sequence number or incarnation of its sender reached the target
+//! first). Any other end is a
 //! silent loss. After convergence a probe makes requests of every size around the limit
 //! on the healed network, where nothing is excused but a report.
 
@@ -179,6 +181,14 @@ impl World {
                 .iter()
                 .any(|(c, to)| *c == id && to.is_none_or(|t| t == me))
         });
+    }
+
+    /// The message being delivered was refused as already seen because a crafted
+    /// sequence number or incarnation of its sender reached the receiver first: the
+    /// requests it carries were taken by that fault.
+    pub(super) fn requests_refused_after_crafted(&mut self) {
+        let carried = std::mem::take(&mut self.requests.delivering);
+        self.requests.excuse(|id, _| carried.contains(&id));
     }
 
     /// Node `i` crashed, left or departed: the requests it held go with it.
